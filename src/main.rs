@@ -1,0 +1,39 @@
+//! The `flywheel` command line: parses arguments and dispatches to `flywheel::commands`.
+
+use clap::{Parser, Subcommand};
+use flywheel::commands;
+
+/// Reflect, Retry, Reward: improve a language model on verifiable tasks from pass/fail feedback.
+#[derive(Parser)]
+#[command(name = "flywheel", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import a model (GGUF file or Hugging Face directory) as a flywheel model directory.
+    Import(commands::import::ImportArgs),
+    /// Greedy completion of a chat prompt with the libtorch model.
+    Complete(commands::complete::CompleteArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Import(args) => {
+            let report = commands::import::run(&args)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Complete(args) => {
+            let report = commands::complete::run(&args)?;
+            println!("{}", report.completion);
+            eprintln!(
+                "complete: {} prompt tokens, {} new tokens, prefill {:.2} s, decode {:.1} tokens/s ({})",
+                report.prompt_tokens, report.new_tokens, report.prefill_seconds, report.decode_tokens_per_second, report.device
+            );
+        }
+    }
+    Ok(())
+}
