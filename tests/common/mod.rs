@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
 }
 
 /// Reads every tensor of a safetensors fixture.
@@ -28,7 +30,10 @@ pub fn read_safetensors(path: &Path) -> std::collections::BTreeMap<String, Tenso
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
 }
 
 /// Positions `0..n` for one row, as `[1, n]`.

@@ -8,14 +8,21 @@ pub enum AtomicDirError {
     #[error("{path} already exists (pass --force to replace it)")]
     Exists { path: PathBuf },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Runs `build` on a fresh temporary directory beside `out`, then moves it to `out`.
 ///
 /// On error the temporary directory is removed and `out` is untouched. With `replace`, an
 /// existing `out` is swapped out only after the new one is complete.
-pub fn write_dir<T, E>(out: &Path, replace: bool, build: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, E>
+pub fn write_dir<T, E>(
+    out: &Path,
+    replace: bool,
+    build: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E>
 where
     E: From<AtomicDirError>,
 {
@@ -24,14 +31,20 @@ where
         move |source| AtomicDirError::Io { path, source }
     };
     if out.exists() && !replace {
-        return Err(AtomicDirError::Exists { path: out.to_owned() }.into());
+        return Err(AtomicDirError::Exists {
+            path: out.to_owned(),
+        }
+        .into());
     }
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
@@ -65,6 +78,12 @@ where
 /// Writes a file through a temporary sibling and a rename.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AtomicDirError> {
     let tmp = path.with_extension(format!("partial-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|source| AtomicDirError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| AtomicDirError::Io { path: path.to_owned(), source })
+    std::fs::write(&tmp, bytes).map_err(|source| AtomicDirError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| AtomicDirError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }

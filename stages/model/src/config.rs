@@ -5,14 +5,21 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Architectures the tch model implements, as named in `config.json`'s `architectures`.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] =
+    &["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid config: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{path}: unsupported architecture {found:?} (supported: {})", SUPPORTED_ARCHITECTURES.join(", "))]
     Architecture { path: PathBuf, found: Vec<String> },
     #[error("{path}: inconsistent config: {what}")]
@@ -108,19 +115,32 @@ fn default_dtype() -> String {
 impl ModelConfig {
     /// Reads and validates `config.json` (a file, or a directory holding one).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let path = if path.is_dir() { path.join("config.json") } else { path.to_owned() };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+        let path = if path.is_dir() {
+            path.join("config.json")
+        } else {
+            path.to_owned()
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Self::from_json(&path, &text)
     }
 
     pub fn from_json(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let parse = |source| ConfigError::Parse { path: path.to_owned(), source };
+        let parse = |source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        };
         let mut cfg: Self = serde_json::from_str(text).map_err(parse)?;
         if let Some(rp) = cfg.rope_parameters.take() {
             if let Some(theta) = rp.get("rope_theta").and_then(serde_json::Value::as_f64) {
                 cfg.rope_theta = theta;
             }
-            let kind = rp.get("rope_type").and_then(serde_json::Value::as_str).unwrap_or("default");
+            let kind = rp
+                .get("rope_type")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("default");
             if kind != "default" {
                 cfg.rope_scaling = Some(serde_json::from_value(rp).map_err(parse)?);
             }
@@ -130,10 +150,22 @@ impl ModelConfig {
     }
 
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        if !self.architectures.iter().any(|a| SUPPORTED_ARCHITECTURES.contains(&a.as_str())) {
-            return Err(ConfigError::Architecture { path: path.to_owned(), found: self.architectures.clone() });
+        if !self
+            .architectures
+            .iter()
+            .any(|a| SUPPORTED_ARCHITECTURES.contains(&a.as_str()))
+        {
+            return Err(ConfigError::Architecture {
+                path: path.to_owned(),
+                found: self.architectures.clone(),
+            });
         }
-        let invalid = |what: String| Err(ConfigError::Invalid { path: path.to_owned(), what });
+        let invalid = |what: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                what,
+            })
+        };
         for (name, v) in [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -154,17 +186,29 @@ impl ModelConfig {
             ));
         }
         if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
-            return invalid(format!("hidden_size {} is not divisible by num_attention_heads {}", self.hidden_size, self.num_attention_heads));
+            return invalid(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
         }
         if self.head_dim() % 2 != 0 {
-            return invalid(format!("head_dim {} is odd; rotary embeddings need it even", self.head_dim()));
+            return invalid(format!(
+                "head_dim {} is odd; rotary embeddings need it even",
+                self.head_dim()
+            ));
         }
         if self.hidden_act != "silu" {
-            return invalid(format!("hidden_act {:?} is not supported (only silu)", self.hidden_act));
+            return invalid(format!(
+                "hidden_act {:?} is not supported (only silu)",
+                self.hidden_act
+            ));
         }
         if let Some(rs) = &self.rope_scaling {
             if rs.rope_type != "llama3" && rs.rope_type != "default" {
-                return invalid(format!("rope_scaling type {:?} is not supported (llama3, default)", rs.rope_type));
+                return invalid(format!(
+                    "rope_scaling type {:?} is not supported (llama3, default)",
+                    rs.rope_type
+                ));
             }
         }
         Ok(())
@@ -174,7 +218,8 @@ impl ModelConfig {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
     /// Whether q/k/v projections carry a bias (Qwen2 always; Llama when `attention_bias`).
     pub fn qkv_bias(&self) -> bool {
@@ -199,7 +244,9 @@ impl ModelConfig {
     /// Rotary inverse frequencies, with Llama 3 frequency scaling when configured.
     pub fn inv_freq(&self) -> Vec<f64> {
         let d = self.head_dim();
-        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
+        let base: Vec<f64> = (0..d / 2)
+            .map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64))
+            .collect();
         match &self.rope_scaling {
             Some(rs) if rs.rope_type == "llama3" => {
                 let old = rs.original_max_position_embeddings as f64;
@@ -213,7 +260,8 @@ impl ModelConfig {
                         } else if wavelen > low_wavelen {
                             f / rs.factor
                         } else {
-                            let smooth = (old / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+                            let smooth = (old / wavelen - rs.low_freq_factor)
+                                / (rs.high_freq_factor - rs.low_freq_factor);
                             (1.0 - smooth) * f / rs.factor + smooth * f
                         }
                     })

@@ -58,5 +58,10 @@ pub fn greedy(model: &Llama, prompt: &[i64], max_new: usize, eos: &[i64]) -> Gre
         mask = Tensor::cat(&[&mask, &Tensor::ones([1, 1], (Kind::Int64, device))], 1);
         logits = model.forward(&ids, &pos, &mask, Some(&mut cache));
     }
-    Greedy { tokens, stopped_by_eos, prefill_seconds, decode_seconds: t1.elapsed().as_secs_f64() }
+    Greedy {
+        tokens,
+        stopped_by_eos,
+        prefill_seconds,
+        decode_seconds: t1.elapsed().as_secs_f64(),
+    }
 }

@@ -17,19 +17,37 @@ const MAX_STRING: u64 = 1 << 26;
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a GGUF file (magic {magic:?})")]
     BadMagic { path: PathBuf, magic: [u8; 4] },
     #[error("{path}: unsupported GGUF version {version} (supported: 2, 3)")]
     Version { path: PathBuf, version: u32 },
     #[error("{path}: truncated: needed {needed} bytes at offset {offset}, file has {len}")]
-    Truncated { path: PathBuf, offset: u64, needed: u64, len: u64 },
+    Truncated {
+        path: PathBuf,
+        offset: u64,
+        needed: u64,
+        len: u64,
+    },
     #[error("{path}: malformed header: {what}")]
     Malformed { path: PathBuf, what: String },
     #[error("{path}: tensor `{tensor}` has type {ty}, which this importer cannot dequantize (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")]
-    UnsupportedType { path: PathBuf, tensor: String, ty: String },
+    UnsupportedType {
+        path: PathBuf,
+        tensor: String,
+        ty: String,
+    },
     #[error("{path}: tensor `{tensor}` data [{start}, {end}) lies outside the file ({len} bytes)")]
-    TensorOutOfBounds { path: PathBuf, tensor: String, start: u64, end: u64, len: u64 },
+    TensorOutOfBounds {
+        path: PathBuf,
+        tensor: String,
+        start: u64,
+        end: u64,
+        len: u64,
+    },
     #[error("{path}: metadata key `{key}` is missing or has the wrong type")]
     MissingKey { path: PathBuf, key: String },
 }
@@ -210,7 +228,9 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: u64) -> Result<&'a [u8], GgufError> {
-        let end = (self.pos as u64).checked_add(n).filter(|&e| e <= self.buf.len() as u64);
+        let end = (self.pos as u64)
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len() as u64);
         match end {
             Some(end) => {
                 let s = &self.buf[self.pos..end as usize];
@@ -237,7 +257,10 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(self.arr()?))
     }
     fn malformed(&self, what: impl Into<String>) -> GgufError {
-        GgufError::Malformed { path: self.path.to_owned(), what: what.into() }
+        GgufError::Malformed {
+            path: self.path.to_owned(),
+            what: what.into(),
+        }
     }
     fn count(&mut self, what: &str) -> Result<u64, GgufError> {
         let n = self.u64()?;
@@ -249,7 +272,10 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Result<String, GgufError> {
         let n = self.u64()?;
         if n > MAX_STRING {
-            return Err(self.malformed(format!("string length {n} at offset {} is implausible", self.pos)));
+            return Err(self.malformed(format!(
+                "string length {n} at offset {} is implausible",
+                self.pos
+            )));
         }
         let bytes = self.take(n)?;
         String::from_utf8(bytes.to_vec())
@@ -289,19 +315,32 @@ impl<'a> Cursor<'a> {
 impl Gguf {
     /// Reads and parses a GGUF file. Tensor data stays in memory, undecoded.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let data = std::fs::read(path).map_err(|source| GgufError::Io { path: path.to_owned(), source })?;
+        let data = std::fs::read(path).map_err(|source| GgufError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(path, data)
     }
 
     pub fn parse(path: &Path, data: Vec<u8>) -> Result<Self, GgufError> {
-        let mut c = Cursor { path, buf: &data, pos: 0 };
+        let mut c = Cursor {
+            path,
+            buf: &data,
+            pos: 0,
+        };
         let magic: [u8; 4] = c.arr()?;
         if &magic != MAGIC {
-            return Err(GgufError::BadMagic { path: path.to_owned(), magic });
+            return Err(GgufError::BadMagic {
+                path: path.to_owned(),
+                magic,
+            });
         }
         let version = c.u32()?;
         if !(2..=3).contains(&version) {
-            return Err(GgufError::Version { path: path.to_owned(), version });
+            return Err(GgufError::Version {
+                path: path.to_owned(),
+                version,
+            });
         }
         let n_tensors = c.count("tensor")?;
         let n_kv = c.count("metadata")?;
@@ -319,9 +358,17 @@ impl Gguf {
             if n_dims == 0 || n_dims > 4 {
                 return Err(c.malformed(format!("tensor `{name}` has {n_dims} dimensions")));
             }
-            let dims = (0..n_dims).map(|_| c.u64()).collect::<Result<Vec<_>, _>>()?;
-            if dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > 1 << 40) {
-                return Err(c.malformed(format!("tensor `{name}` has implausible dimensions {dims:?}")));
+            let dims = (0..n_dims)
+                .map(|_| c.u64())
+                .collect::<Result<Vec<_>, _>>()?;
+            if dims
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                .is_none_or(|n| n > 1 << 40)
+            {
+                return Err(c.malformed(format!(
+                    "tensor `{name}` has implausible dimensions {dims:?}"
+                )));
             }
             let ty = GgmlType::from_id(c.u32()?);
             let offset = c.u64()?;
@@ -329,25 +376,47 @@ impl Gguf {
         }
         let alignment = match metadata.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
-            Some(v) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| c.malformed("general.alignment is not a power of two"))?,
+            Some(v) => v
+                .as_u64()
+                .filter(|a| a.is_power_of_two())
+                .ok_or_else(|| c.malformed("general.alignment is not a power of two"))?,
         };
         let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
         let len = data.len() as u64;
         let mut tensors = Vec::with_capacity(infos.len());
         for (name, dims, ty, rel) in infos {
-            let offset = data_start.checked_add(rel).ok_or_else(|| c.malformed(format!("tensor `{name}` offset overflows")))?;
-            let info = TensorInfo { name, dims, ty, offset };
+            let offset = data_start
+                .checked_add(rel)
+                .ok_or_else(|| c.malformed(format!("tensor `{name}` offset overflows")))?;
+            let info = TensorInfo {
+                name,
+                dims,
+                ty,
+                offset,
+            };
             // Types we cannot size are reported when someone asks for their data, so that a file
             // with one exotic tensor still shows its metadata.
             if let Some(nbytes) = info.byte_len() {
                 let end = offset.saturating_add(nbytes);
                 if end > len {
-                    return Err(GgufError::TensorOutOfBounds { path: path.to_owned(), tensor: info.name, start: offset, end, len });
+                    return Err(GgufError::TensorOutOfBounds {
+                        path: path.to_owned(),
+                        tensor: info.name,
+                        start: offset,
+                        end,
+                        len,
+                    });
                 }
             }
             tensors.push(info);
         }
-        Ok(Self { path: path.to_owned(), version, metadata, tensors, data })
+        Ok(Self {
+            path: path.to_owned(),
+            version,
+            metadata,
+            tensors,
+            data,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -355,20 +424,34 @@ impl Gguf {
     }
 
     fn missing(&self, key: &str) -> GgufError {
-        GgufError::MissingKey { path: self.path.clone(), key: key.to_owned() }
+        GgufError::MissingKey {
+            path: self.path.clone(),
+            key: key.to_owned(),
+        }
     }
     pub fn u64(&self, key: &str) -> Result<u64, GgufError> {
-        self.get(key).and_then(Value::as_u64).ok_or_else(|| self.missing(key))
+        self.get(key)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| self.missing(key))
     }
     pub fn f64(&self, key: &str) -> Result<f64, GgufError> {
-        self.get(key).and_then(Value::as_f64).ok_or_else(|| self.missing(key))
+        self.get(key)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| self.missing(key))
     }
     pub fn str(&self, key: &str) -> Result<&str, GgufError> {
-        self.get(key).and_then(Value::as_str).ok_or_else(|| self.missing(key))
+        self.get(key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.missing(key))
     }
     pub fn strings(&self, key: &str) -> Result<Vec<&str>, GgufError> {
-        let arr = self.get(key).and_then(Value::as_array).ok_or_else(|| self.missing(key))?;
-        arr.iter().map(|v| v.as_str().ok_or_else(|| self.missing(key))).collect()
+        let arr = self
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.missing(key))?;
+        arr.iter()
+            .map(|v| v.as_str().ok_or_else(|| self.missing(key)))
+            .collect()
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
@@ -377,16 +460,29 @@ impl Gguf {
 
     /// Dequantizes one tensor to f32 (row-major, shape [`TensorInfo::shape`]).
     pub fn dequantize(&self, info: &TensorInfo) -> Result<Vec<f32>, GgufError> {
-        let unsupported = || GgufError::UnsupportedType { path: self.path.clone(), tensor: info.name.clone(), ty: info.ty.name() };
+        let unsupported = || GgufError::UnsupportedType {
+            path: self.path.clone(),
+            tensor: info.name.clone(),
+            ty: info.ty.name(),
+        };
         let nbytes = info.byte_len().ok_or_else(unsupported)?;
         let start = info.offset as usize;
         let raw = &self.data[start..start + nbytes as usize];
         let n = info.n_elements() as usize;
         let mut out = Vec::with_capacity(n);
         match info.ty {
-            GgmlType::F32 => out.extend(raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-            GgmlType::F16 => out.extend(raw.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
-            GgmlType::BF16 => out.extend(raw.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+            GgmlType::F32 => out.extend(
+                raw.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            GgmlType::F16 => out.extend(
+                raw.chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            GgmlType::BF16 => out.extend(
+                raw.chunks_exact(2)
+                    .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
             GgmlType::Q8_0 => {
                 for blk in raw.chunks_exact(34) {
                     let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();

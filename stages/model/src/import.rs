@@ -6,7 +6,7 @@ use crate::atomic::{self, AtomicDirError};
 use crate::chat::{ChatError, ChatTemplate};
 use crate::config::{ConfigError, ModelConfig};
 use crate::gguf::{Gguf, GgufError, TensorInfo};
-use crate::llama::{LoadError, Llama};
+use crate::llama::{Llama, LoadError};
 use crate::tokenizer::{self, TokenizerError};
 use crate::weights::{self, RawTensor, WeightsError};
 use serde_json::json;
@@ -32,9 +32,18 @@ pub enum ImportError {
     #[error("{path}: unsupported GGUF architecture {arch:?} (supported: llama, qwen2)")]
     Architecture { path: PathBuf, arch: String },
     #[error("{path}: tensor `{tensor}`: {what}")]
-    Tensor { path: PathBuf, tensor: String, what: String },
+    Tensor {
+        path: PathBuf,
+        tensor: String,
+        what: String,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a directory (expected a Hugging Face model directory)")]
+    NotADirectory { path: PathBuf },
 }
 
 /// What an import did.
@@ -91,7 +100,8 @@ fn unpermute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f
             for t in 0..2 {
                 let src = h * head_rows + 2 * i + t;
                 let dst = h * head_rows + t * half + i;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
             }
         }
     }
@@ -103,12 +113,20 @@ fn config_from_gguf(g: &Gguf, vocab_len: usize) -> Result<ModelConfig, ImportErr
     let (architecture, model_type) = match arch.as_str() {
         "llama" => ("LlamaForCausalLM", "llama"),
         "qwen2" => ("Qwen2ForCausalLM", "qwen2"),
-        _ => return Err(ImportError::Architecture { path: g.path.clone(), arch }),
+        _ => {
+            return Err(ImportError::Architecture {
+                path: g.path.clone(),
+                arch,
+            })
+        }
     };
     let key = |k: &str| format!("{arch}.{k}");
     let heads = g.u64(&key("attention.head_count"))? as usize;
     let hidden = g.u64(&key("embedding_length"))? as usize;
-    let head_dim = g.get(&key("attention.key_length")).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let head_dim = g
+        .get(&key("attention.key_length"))
+        .and_then(|v| v.as_u64())
+        .map(|v| v as usize);
     let get_u64 = |k: &str| g.get(&key(k)).and_then(|v| v.as_u64());
     let tensor = |n: &str| g.tensor(n).is_some();
     let cfg = ModelConfig {
@@ -122,16 +140,28 @@ fn config_from_gguf(g: &Gguf, vocab_len: usize) -> Result<ModelConfig, ImportErr
         num_key_value_heads: Some(get_u64("attention.head_count_kv").map_or(heads, |v| v as usize)),
         head_dim: head_dim.filter(|&d| heads > 0 && d != hidden / heads),
         rms_norm_eps: g.f64(&key("attention.layer_norm_rms_epsilon"))?,
-        rope_theta: g.get(&key("rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10_000.0),
+        rope_theta: g
+            .get(&key("rope.freq_base"))
+            .and_then(|v| v.as_f64())
+            .unwrap_or(10_000.0),
         rope_scaling: None,
         rope_parameters: None,
         max_position_embeddings: get_u64("context_length").unwrap_or(2048),
         tie_word_embeddings: !tensor("output.weight"),
         attention_bias: model_type == "llama" && tensor("blk.0.attn_q.bias"),
         mlp_bias: None,
-        bos_token_id: g.get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64()).map(|v| v as i64),
-        eos_token_id: g.get("tokenizer.ggml.eos_token_id").and_then(|v| v.as_u64()).map(|v| json!(v)),
-        pad_token_id: g.get("tokenizer.ggml.padding_token_id").and_then(|v| v.as_u64()).map(|v| v as i64),
+        bos_token_id: g
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as i64),
+        eos_token_id: g
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|v| json!(v)),
+        pad_token_id: g
+            .get("tokenizer.ggml.padding_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as i64),
         hidden_act: "silu".into(),
         torch_dtype: "float32".into(),
     };
@@ -149,8 +179,14 @@ fn config_from_gguf(g: &Gguf, vocab_len: usize) -> Result<ModelConfig, ImportErr
 /// Expected Hugging Face shape of each tensor the config implies.
 fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim(), cfg.kv_heads() * cfg.head_dim());
-    let mut out = vec![("model.embed_tokens.weight".into(), vec![v, h]), ("model.norm.weight".into(), vec![h])];
+    let (q, kv) = (
+        cfg.num_attention_heads * cfg.head_dim(),
+        cfg.kv_heads() * cfg.head_dim(),
+    );
+    let mut out = vec![
+        ("model.embed_tokens.weight".into(), vec![v, h]),
+        ("model.norm.weight".into(), vec![h]),
+    ];
     if !cfg.tie_word_embeddings {
         out.push(("lm_head.weight".into(), vec![v, h]));
     }
@@ -158,11 +194,19 @@ fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         let p = format!("model.layers.{l}");
         out.push((format!("{p}.input_layernorm.weight"), vec![h]));
         out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        for (n, rows, cols) in [("q_proj", q, h), ("k_proj", kv, h), ("v_proj", kv, h), ("o_proj", h, q)] {
+        for (n, rows, cols) in [
+            ("q_proj", q, h),
+            ("k_proj", kv, h),
+            ("v_proj", kv, h),
+            ("o_proj", h, q),
+        ] {
             out.push((format!("{p}.self_attn.{n}.weight"), vec![rows, cols]));
         }
         if cfg.qkv_bias() {
-            out.extend([("q_proj", q), ("k_proj", kv), ("v_proj", kv)].map(|(n, r)| (format!("{p}.self_attn.{n}.bias"), vec![r])));
+            out.extend(
+                [("q_proj", q), ("k_proj", kv), ("v_proj", kv)]
+                    .map(|(n, r)| (format!("{p}.self_attn.{n}.bias"), vec![r])),
+            );
         }
         if cfg.o_bias() {
             out.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
@@ -176,7 +220,10 @@ fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), ImportError> {
     let text = serde_json::to_string_pretty(value).unwrap_or_default();
-    std::fs::write(path, text + "\n").map_err(|source| ImportError::Io { path: path.to_owned(), source })
+    std::fs::write(path, text + "\n").map_err(|source| ImportError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn generation_config(cfg: &ModelConfig) -> serde_json::Value {
@@ -219,7 +266,10 @@ fn reshape_qk(values: &[f32], shape: &[usize], heads: usize) -> Vec<f32> {
 pub fn import_gguf(gguf: &Path, out: &Path, replace: bool) -> Result<ImportReport, ImportError> {
     let start = Instant::now();
     if out.exists() && !replace {
-        return Err(AtomicDirError::Exists { path: out.to_owned() }.into());
+        return Err(AtomicDirError::Exists {
+            path: out.to_owned(),
+        }
+        .into());
     }
     let g = Gguf::open(gguf)?;
     let (tok, specials) = tokenizer::from_gguf(&g)?;
@@ -227,7 +277,13 @@ pub fn import_gguf(gguf: &Path, out: &Path, replace: bool) -> Result<ImportRepor
     let tensors = dequantize_all(&g, &cfg)?;
     for (name, shape) in expected_shapes(&cfg) {
         match tensors.iter().find(|t| t.name == name) {
-            None => return Err(ImportError::Tensor { path: gguf.to_owned(), tensor: name, what: "missing".into() }),
+            None => {
+                return Err(ImportError::Tensor {
+                    path: gguf.to_owned(),
+                    tensor: name,
+                    what: "missing".into(),
+                })
+            }
             Some(t) if t.shape != shape => {
                 return Err(ImportError::Tensor {
                     path: gguf.to_owned(),
@@ -238,14 +294,26 @@ pub fn import_gguf(gguf: &Path, out: &Path, replace: bool) -> Result<ImportRepor
             Some(_) => {}
         }
     }
-    let parameters = tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum();
+    let parameters = tensors
+        .iter()
+        .map(|t| t.shape.iter().product::<usize>() as u64)
+        .sum();
     let n_tensors = tensors.len();
     atomic::write_dir(out, replace, |dir| -> Result<(), ImportError> {
-        write_json(&dir.join("config.json"), &serde_json::to_value(&cfg).unwrap_or_default())?;
+        write_json(
+            &dir.join("config.json"),
+            &serde_json::to_value(&cfg).unwrap_or_default(),
+        )?;
         weights::save(&dir.join("model.safetensors"), &tensors)?;
         tokenizer::save(&tok, &dir.join("tokenizer.json"))?;
-        write_json(&dir.join("tokenizer_config.json"), &tokenizer::tokenizer_config(&specials, cfg.max_position_embeddings))?;
-        write_json(&dir.join("generation_config.json"), &generation_config(&cfg))?;
+        write_json(
+            &dir.join("tokenizer_config.json"),
+            &tokenizer::tokenizer_config(&specials, cfg.max_position_embeddings),
+        )?;
+        write_json(
+            &dir.join("generation_config.json"),
+            &generation_config(&cfg),
+        )?;
         Ok(())
     })?;
     Ok(ImportReport {
@@ -266,17 +334,37 @@ pub fn import_gguf(gguf: &Path, out: &Path, replace: bool) -> Result<ImportRepor
 pub fn import_hf(src: &Path, out: &Path, replace: bool) -> Result<ImportReport, ImportError> {
     let start = Instant::now();
     if out.exists() && !replace {
-        return Err(AtomicDirError::Exists { path: out.to_owned() }.into());
+        return Err(AtomicDirError::Exists {
+            path: out.to_owned(),
+        }
+        .into());
+    }
+    if !src.is_dir() {
+        return Err(ImportError::NotADirectory {
+            path: src.to_owned(),
+        });
     }
     let cfg = ModelConfig::load(src)?;
     let model = Llama::load(src, tch::Device::Cpu, tch::Kind::Float)?;
-    let parameters = model.vs.variables().values().map(|t| t.numel() as u64).sum();
+    let parameters = model
+        .vs
+        .variables()
+        .values()
+        .map(|t| t.numel() as u64)
+        .sum();
     let n_tensors = model.vs.variables().len();
     drop(model);
     let tok = tokenizer::load(src)?;
     ChatTemplate::load(src)?;
     let mut files: Vec<PathBuf> = weights::files(src)?;
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json", "special_tokens_map.json", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors.index.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ] {
         let p = src.join(f);
         if p.is_file() && !files.contains(&p) {
             files.push(p);
@@ -285,10 +373,16 @@ pub fn import_hf(src: &Path, out: &Path, replace: bool) -> Result<ImportReport, 
     atomic::write_dir(out, replace, |dir| -> Result<(), ImportError> {
         for f in &files {
             let name = f.file_name().map(PathBuf::from).unwrap_or_default();
-            std::fs::copy(f, dir.join(&name)).map_err(|source| ImportError::Io { path: f.clone(), source })?;
+            std::fs::copy(f, dir.join(&name)).map_err(|source| ImportError::Io {
+                path: f.clone(),
+                source,
+            })?;
         }
         if !src.join("generation_config.json").is_file() {
-            write_json(&dir.join("generation_config.json"), &generation_config(&cfg))?;
+            write_json(
+                &dir.join("generation_config.json"),
+                &generation_config(&cfg),
+            )?;
         }
         Ok(())
     })?;
@@ -315,16 +409,33 @@ mod tests {
         let gguf = [10.0, 20.0, 11.0, 21.0];
         assert_eq!(unpermute_rows(&gguf, 4, 1, 1), vec![10.0, 11.0, 20.0, 21.0]);
         // 2 heads, 2 columns: each head is permuted separately.
-        let gguf = [1., 1., 3., 3., 2., 2., 4., 4., 5., 5., 7., 7., 6., 6., 8., 8.];
-        assert_eq!(unpermute_rows(&gguf, 8, 2, 2), vec![1., 1., 2., 2., 3., 3., 4., 4., 5., 5., 6., 6., 7., 7., 8., 8.]);
+        let gguf = [
+            1., 1., 3., 3., 2., 2., 4., 4., 5., 5., 7., 7., 6., 6., 8., 8.,
+        ];
+        assert_eq!(
+            unpermute_rows(&gguf, 8, 2, 2),
+            vec![1., 1., 2., 2., 3., 3., 4., 4., 5., 5., 6., 6., 7., 7., 8., 8.]
+        );
     }
 
     #[test]
     fn tensor_names_map_to_hugging_face() {
-        assert_eq!(hf_name("blk.12.attn_q.weight").as_deref(), Some("model.layers.12.self_attn.q_proj.weight"));
-        assert_eq!(hf_name("blk.0.attn_k.bias").as_deref(), Some("model.layers.0.self_attn.k_proj.bias"));
-        assert_eq!(hf_name("blk.3.ffn_down.weight").as_deref(), Some("model.layers.3.mlp.down_proj.weight"));
-        assert_eq!(hf_name("token_embd.weight").as_deref(), Some("model.embed_tokens.weight"));
+        assert_eq!(
+            hf_name("blk.12.attn_q.weight").as_deref(),
+            Some("model.layers.12.self_attn.q_proj.weight")
+        );
+        assert_eq!(
+            hf_name("blk.0.attn_k.bias").as_deref(),
+            Some("model.layers.0.self_attn.k_proj.bias")
+        );
+        assert_eq!(
+            hf_name("blk.3.ffn_down.weight").as_deref(),
+            Some("model.layers.3.mlp.down_proj.weight")
+        );
+        assert_eq!(
+            hf_name("token_embd.weight").as_deref(),
+            Some("model.embed_tokens.weight")
+        );
         assert_eq!(hf_name("blk.x.attn_q.weight"), None);
         assert_eq!(hf_name("rope_freqs.weight"), None);
     }

@@ -20,7 +20,12 @@ pub enum LoadError {
     #[error("{dir}: tensor `{tensor}` is missing")]
     Missing { dir: PathBuf, tensor: String },
     #[error("{file}: tensor `{tensor}` has shape {found:?}, the config implies {expected:?}")]
-    Shape { file: PathBuf, tensor: String, expected: Vec<i64>, found: Vec<i64> },
+    Shape {
+        file: PathBuf,
+        tensor: String,
+        expected: Vec<i64>,
+        found: Vec<i64>,
+    },
     #[error("{what}: {source}")]
     Torch { what: String, source: tch::TchError },
 }
@@ -61,7 +66,10 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn new(p: &nn::Path, dim: usize, eps: f64) -> Self {
-        Self { weight: p.var("weight", &[dim as i64], Init::Const(1.0)), eps }
+        Self {
+            weight: p.var("weight", &[dim as i64], Init::Const(1.0)),
+            eps,
+        }
     }
     /// Computed in f32 whatever the model dtype, as transformers does.
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -81,7 +89,9 @@ pub struct Rotary {
 impl Rotary {
     pub fn new(cfg: &ModelConfig, device: Device) -> Self {
         let inv: Vec<f32> = cfg.inv_freq().into_iter().map(|f| f as f32).collect();
-        Self { inv_freq: Tensor::from_slice(&inv).to_device(device) }
+        Self {
+            inv_freq: Tensor::from_slice(&inv).to_device(device),
+        }
     }
     /// (cos, sin), each `[batch, 1, seq, head_dim]` in `kind`.
     pub fn tables(&self, position_ids: &Tensor, kind: Kind) -> (Tensor, Tensor) {
@@ -124,7 +134,14 @@ impl Attention {
     }
 
     /// `x [b, s, hidden]`, `mask` additive `[b, 1, s, past+s]`; appends to `cache` when given.
-    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<&mut LayerCache>) -> Tensor {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut LayerCache>,
+    ) -> Tensor {
         let (b, s) = (x.size()[0], x.size()[1]);
         let split = |t: Tensor, n: i64| t.view([b, s, n, self.head_dim]).transpose(1, 2);
         let q = split(self.q_proj.forward(x), self.heads);
@@ -136,16 +153,21 @@ impl Attention {
             Some(c) => c.append(k, v),
             None => (k, v),
         };
-        let rep = self.heads / self.kv_heads;
-        let expand = |t: &Tensor| {
-            if rep == 1 {
-                return t.shallow_clone();
-            }
-            let len = t.size()[2];
-            t.unsqueeze(2).expand([b, self.kv_heads, rep, len, self.head_dim], false).reshape([b, self.heads, len, self.head_dim])
-        };
-        let y = Tensor::scaled_dot_product_attention(&q, &expand(&k), &expand(&v), Some(mask), 0.0, false, None, false);
-        self.o_proj.forward(&y.transpose(1, 2).reshape([b, s, self.heads * self.head_dim]))
+        // SDPA broadcasts the key/value heads over their query groups itself (no copy of the cache).
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(mask),
+            0.0,
+            false,
+            None,
+            self.heads != self.kv_heads,
+        );
+        self.o_proj.forward(
+            &y.transpose(1, 2)
+                .reshape([b, s, self.heads * self.head_dim]),
+        )
     }
 }
 
@@ -165,7 +187,8 @@ impl Mlp {
         }
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        self.down_proj.forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+        self.down_proj
+            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
     }
 }
 
@@ -179,14 +202,31 @@ pub struct DecoderLayer {
 impl DecoderLayer {
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
         Self {
-            input_layernorm: RmsNorm::new(&(p / "input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps),
+            input_layernorm: RmsNorm::new(
+                &(p / "input_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            ),
             self_attn: Attention::new(&(p / "self_attn"), cfg),
-            post_attention_layernorm: RmsNorm::new(&(p / "post_attention_layernorm"), cfg.hidden_size, cfg.rms_norm_eps),
+            post_attention_layernorm: RmsNorm::new(
+                &(p / "post_attention_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            ),
             mlp: Mlp::new(&(p / "mlp"), cfg),
         }
     }
-    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<&mut LayerCache>) -> Tensor {
-        let h = x + self.self_attn.forward(&self.input_layernorm.forward(x), cos, sin, mask, cache);
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut LayerCache>,
+    ) -> Tensor {
+        let h = x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x), cos, sin, mask, cache);
         &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
     }
 }
@@ -218,11 +258,18 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(cfg: &ModelConfig) -> Self {
-        Self { layers: (0..cfg.num_hidden_layers).map(|_| LayerCache::default()).collect() }
+        Self {
+            layers: (0..cfg.num_hidden_layers)
+                .map(|_| LayerCache::default())
+                .collect(),
+        }
     }
     /// Number of cached positions.
     pub fn len(&self) -> i64 {
-        self.layers.first().and_then(|l| l.kv.as_ref()).map_or(0, |(k, _)| k.size()[2])
+        self.layers
+            .first()
+            .and_then(|l| l.kv.as_ref())
+            .map_or(0, |(k, _)| k.size()[2])
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -238,7 +285,8 @@ pub fn build_mask(attention_mask: &Tensor, seq: i64, kind: Kind) -> Tensor {
     let k_pos = Tensor::arange(total, (Kind::Int64, device)).unsqueeze(0);
     let causal = k_pos.le_tensor(&q_pos).unsqueeze(0).unsqueeze(0);
     let keep = causal.logical_and(&attention_mask.gt(0).unsqueeze(1).unsqueeze(1));
-    Tensor::zeros([1], (kind, device)).where_self(&keep, &Tensor::full([1], mask_min(kind), (kind, device)))
+    Tensor::zeros([1], (kind, device))
+        .where_self(&keep, &Tensor::full([1], mask_min(kind), (kind, device)))
 }
 
 /// A Llama-family causal language model.
@@ -258,13 +306,32 @@ impl Llama {
     pub fn new(vs: nn::VarStore, config: &ModelConfig) -> Self {
         let root = vs.root();
         let m = &root / "model";
-        let embed_tokens = (&m / "embed_tokens").var("weight", &[config.vocab_size as i64, config.hidden_size as i64], Init::Const(0.0));
-        let layers = (0..config.num_hidden_layers).map(|i| DecoderLayer::new(&(&m / "layers" / i), config)).collect();
+        let embed_tokens = (&m / "embed_tokens").var(
+            "weight",
+            &[config.vocab_size as i64, config.hidden_size as i64],
+            Init::Const(0.0),
+        );
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| DecoderLayer::new(&(&m / "layers" / i), config))
+            .collect();
         let norm = RmsNorm::new(&(&m / "norm"), config.hidden_size, config.rms_norm_eps);
-        let lm_head = (!config.tie_word_embeddings)
-            .then(|| (&root / "lm_head").var("weight", &[config.vocab_size as i64, config.hidden_size as i64], Init::Const(0.0)));
+        let lm_head = (!config.tie_word_embeddings).then(|| {
+            (&root / "lm_head").var(
+                "weight",
+                &[config.vocab_size as i64, config.hidden_size as i64],
+                Init::Const(0.0),
+            )
+        });
         let rotary = Rotary::new(config, vs.device());
-        Self { config: config.clone(), vs, embed_tokens, layers, norm, lm_head, rotary }
+        Self {
+            config: config.clone(),
+            vs,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary,
+        }
     }
 
     /// Loads a model directory (`config.json` + safetensors) onto `device` in `kind`.
@@ -284,12 +351,26 @@ impl Llama {
         let vars = self.vs.variables();
         let _guard = tch::no_grad_guard();
         for (name, var) in &vars {
-            let (file, src) = weights.tensors.get(name).ok_or_else(|| LoadError::Missing { dir: dir.to_owned(), tensor: name.clone() })?;
+            let (file, src) = weights
+                .tensors
+                .get(name)
+                .ok_or_else(|| LoadError::Missing {
+                    dir: dir.to_owned(),
+                    tensor: name.clone(),
+                })?;
             if src.size() != var.size() {
-                return Err(LoadError::Shape { file: file.clone(), tensor: name.clone(), expected: var.size(), found: src.size() });
+                return Err(LoadError::Shape {
+                    file: file.clone(),
+                    tensor: name.clone(),
+                    expected: var.size(),
+                    found: src.size(),
+                });
             }
             let mut var = var.shallow_clone();
-            var.f_copy_(src).map_err(|source| LoadError::Torch { what: format!("copy {name}"), source })?;
+            var.f_copy_(src).map_err(|source| LoadError::Torch {
+                what: format!("copy {name}"),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -305,13 +386,30 @@ impl Llama {
     ///
     /// `input_ids`, `position_ids`: `[b, s]` int64; `attention_mask`: `[b, past+s]` 0/1 int64 where
     /// `past` is the cache length. With a cache, the new keys/values are appended to it.
-    pub fn forward(&self, input_ids: &Tensor, position_ids: &Tensor, attention_mask: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
-        let hidden = self.hidden_states(input_ids, position_ids, attention_mask, cache.as_deref_mut());
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let hidden = self.hidden_states(
+            input_ids,
+            position_ids,
+            attention_mask,
+            cache.as_deref_mut(),
+        );
         self.logits(&hidden)
     }
 
     /// Final-normed hidden states `[b, s, hidden]` (the trainer computes log-probs from these).
-    pub fn hidden_states(&self, input_ids: &Tensor, position_ids: &Tensor, attention_mask: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let kind = self.kind();
         let seq = input_ids.size()[1];
         let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);

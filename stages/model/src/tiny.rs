@@ -17,7 +17,8 @@ const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 
 /// GPT-2's reversible byte → printable character map used by byte-level BPE vocabularies.
 pub fn bytes_to_unicode() -> Vec<char> {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut extra = 0;
     (0u32..256)
         .map(|b| {
@@ -55,24 +56,39 @@ impl SplitMix {
 /// The tiny model's tokenizer: the 256 byte tokens, a few merges, ChatML special tokens.
 pub fn tiny_tokenizer() -> Result<(Tokenizer, SpecialTokens), tokenizer::TokenizerError> {
     let chars = bytes_to_unicode();
-    let mut vocab: Vocab = chars.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
-    // A handful of merges so the BPE path (not only byte fallback) is exercised.
-    let merges: Vec<(String, String)> = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a")]
+    let mut vocab: Vocab = chars
         .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), i as u32))
         .collect();
+    // A handful of merges so the BPE path (not only byte fallback) is exercised.
+    let merges: Vec<(String, String)> =
+        [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
     for (a, b) in &merges {
         let next = vocab.len() as u32;
         vocab.insert(format!("{a}{b}"), next);
     }
     let base = vocab.len() as u32;
-    let err = |e: tokenizers::Error| tokenizer::TokenizerError::Tokenizers { path: "<tiny>".into(), message: e.to_string() };
-    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(err)?;
+    let err = |e: tokenizers::Error| tokenizer::TokenizerError::Tokenizers {
+        path: "<tiny>".into(),
+        message: e.to_string(),
+    };
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(err)?;
     let mut tok = Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
     tok.with_decoder(Some(ByteLevel::new(false, false, true)));
     tok.add_special_tokens(&SPECIALS.map(|s| AddedToken::from(s, true).normalized(false)));
-    let special: Vec<(String, u32)> = SPECIALS.iter().enumerate().map(|(i, s)| (s.to_string(), base + i as u32)).collect();
+    let special: Vec<(String, u32)> = SPECIALS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.to_string(), base + i as u32))
+        .collect();
     let specials = SpecialTokens {
         bos: Some(special[1].clone()),
         eos: Some(special[2].clone()),
@@ -100,16 +116,39 @@ pub fn create(out: &Path, seed: u64) -> Result<ModelConfig, ImportError> {
         RawTensor::f32(name, shape, &v)
     };
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim(), cfg.kv_heads() * cfg.head_dim());
+    let (q, kv) = (
+        cfg.num_attention_heads * cfg.head_dim(),
+        cfg.kv_heads() * cfg.head_dim(),
+    );
     // Larger than the usual 0.02 so that logits are far from uniform and greedy choices are stable.
-    tensors.push(normal("model.embed_tokens.weight".into(), vec![v, h], 0.0, 0.5));
+    tensors.push(normal(
+        "model.embed_tokens.weight".into(),
+        vec![v, h],
+        0.0,
+        0.5,
+    ));
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
-        for (n, rows, cols) in [("q_proj", q, h), ("k_proj", kv, h), ("v_proj", kv, h), ("o_proj", h, q)] {
-            tensors.push(normal(format!("{p}.self_attn.{n}.weight"), vec![rows, cols], 0.0, 0.15));
+        for (n, rows, cols) in [
+            ("q_proj", q, h),
+            ("k_proj", kv, h),
+            ("v_proj", kv, h),
+            ("o_proj", h, q),
+        ] {
+            tensors.push(normal(
+                format!("{p}.self_attn.{n}.weight"),
+                vec![rows, cols],
+                0.0,
+                0.15,
+            ));
         }
         for (n, rows, cols) in [("gate_proj", i, h), ("up_proj", i, h), ("down_proj", h, i)] {
-            tensors.push(normal(format!("{p}.mlp.{n}.weight"), vec![rows, cols], 0.0, 0.15));
+            tensors.push(normal(
+                format!("{p}.mlp.{n}.weight"),
+                vec![rows, cols],
+                0.0,
+                0.15,
+            ));
         }
         for n in ["input_layernorm", "post_attention_layernorm"] {
             tensors.push(normal(format!("{p}.{n}.weight"), vec![h], 1.0, 0.1));
@@ -117,13 +156,33 @@ pub fn create(out: &Path, seed: u64) -> Result<ModelConfig, ImportError> {
     }
     tensors.push(RawTensor::f32("model.norm.weight", vec![h], &vec![1.0; h]));
     crate::atomic::write_dir(out, true, |dir| -> Result<(), ImportError> {
-        let json = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
-        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|source| ImportError::Io { path: dir.join(name), source });
-        write("config.json", json(&serde_json::to_value(&cfg).unwrap_or_default()))?;
+        let json =
+            |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.join(name), text).map_err(|source| ImportError::Io {
+                path: dir.join(name),
+                source,
+            })
+        };
+        write(
+            "config.json",
+            json(&serde_json::to_value(&cfg).unwrap_or_default()),
+        )?;
         weights::save(&dir.join("model.safetensors"), &tensors)?;
         tokenizer::save(&tok, &dir.join("tokenizer.json"))?;
-        write("tokenizer_config.json", json(&tokenizer::tokenizer_config(&specials, cfg.max_position_embeddings)))?;
-        write("generation_config.json", json(&serde_json::json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.pad_token_id})))?;
+        write(
+            "tokenizer_config.json",
+            json(&tokenizer::tokenizer_config(
+                &specials,
+                cfg.max_position_embeddings,
+            )),
+        )?;
+        write(
+            "generation_config.json",
+            json(
+                &serde_json::json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.pad_token_id}),
+            ),
+        )?;
         Ok(())
     })?;
     Ok(cfg)

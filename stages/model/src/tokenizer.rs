@@ -21,7 +21,10 @@ pub enum TokenizerError {
     #[error("{path}: tokenizer error: {message}")]
     Tokenizers { path: PathBuf, message: String },
     #[error("{path}: cannot read or write: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What `tokenizer_config.json` and `generation_config.json` need besides the vocabulary.
@@ -48,27 +51,47 @@ pub fn from_gguf(g: &Gguf) -> Result<(Tokenizer, SpecialTokens), TokenizerError>
     let path = g.path.clone();
     let model = g.str("tokenizer.ggml.model")?;
     if model != "gpt2" {
-        return Err(TokenizerError::Model { path, model: model.to_owned() });
+        return Err(TokenizerError::Model {
+            path,
+            model: model.to_owned(),
+        });
     }
     let tokens = g.strings("tokenizer.ggml.tokens")?;
     let merges_raw = g.strings("tokenizer.ggml.merges")?;
-    let types: Vec<i64> = match g.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
-        Some(a) => a.iter().map(|v| v.as_u64().map_or(1, |x| x as i64)).collect(),
+    let types: Vec<i64> = match g
+        .get("tokenizer.ggml.token_type")
+        .and_then(|v| v.as_array())
+    {
+        Some(a) => a
+            .iter()
+            .map(|v| v.as_u64().map_or(1, |x| x as i64))
+            .collect(),
         None => vec![1; tokens.len()],
     };
-    let invalid = |what: String| TokenizerError::Invalid { path: path.clone(), what };
+    let invalid = |what: String| TokenizerError::Invalid {
+        path: path.clone(),
+        what,
+    };
     if types.len() != tokens.len() {
-        return Err(invalid(format!("{} token types for {} tokens", types.len(), tokens.len())));
+        return Err(invalid(format!(
+            "{} token types for {} tokens",
+            types.len(),
+            tokens.len()
+        )));
     }
     let mut vocab = Vocab::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
         if vocab.insert((*t).to_owned(), i as u32).is_some() {
-            return Err(invalid(format!("token {t:?} appears twice in the vocabulary")));
+            return Err(invalid(format!(
+                "token {t:?} appears twice in the vocabulary"
+            )));
         }
     }
     let mut merges = Vec::with_capacity(merges_raw.len());
     for (i, m) in merges_raw.iter().enumerate() {
-        let (a, b) = m.split_once(' ').ok_or_else(|| invalid(format!("merge {i} {m:?} is not two tokens")))?;
+        let (a, b) = m
+            .split_once(' ')
+            .ok_or_else(|| invalid(format!("merge {i} {m:?} is not two tokens")))?;
         merges.push((a.to_owned(), b.to_owned()));
     }
     let bpe = BPE::builder()
@@ -76,7 +99,10 @@ pub fn from_gguf(g: &Gguf) -> Result<(Tokenizer, SpecialTokens), TokenizerError>
         .byte_fallback(true)
         .fuse_unk(true)
         .build()
-        .map_err(|e| TokenizerError::Tokenizers { path: path.clone(), message: e.to_string() })?;
+        .map_err(|e| TokenizerError::Tokenizers {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     let mut tok = Tokenizer::new(bpe);
     tok.with_normalizer(Some(NormalizerSequence::new(vec![])));
     tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
@@ -86,9 +112,16 @@ pub fn from_gguf(g: &Gguf) -> Result<(Tokenizer, SpecialTokens), TokenizerError>
         let id = g.get(key)?.as_u64()? as usize;
         tokens.get(id).map(|t| ((*t).to_owned(), id as u32))
     };
-    let special: Vec<(String, u32)> =
-        types.iter().enumerate().filter(|(_, &ty)| ty == TOKEN_CONTROL).map(|(i, _)| (tokens[i].to_owned(), i as u32)).collect();
-    let added: Vec<AddedToken> = special.iter().map(|(t, _)| AddedToken::from(t.clone(), true).normalized(false)).collect();
+    let special: Vec<(String, u32)> = types
+        .iter()
+        .enumerate()
+        .filter(|(_, &ty)| ty == TOKEN_CONTROL)
+        .map(|(i, _)| (tokens[i].to_owned(), i as u32))
+        .collect();
+    let added: Vec<AddedToken> = special
+        .iter()
+        .map(|(t, _)| AddedToken::from(t.clone(), true).normalized(false))
+        .collect();
     tok.add_special_tokens(&added);
     let user: Vec<AddedToken> = types
         .iter()
@@ -103,8 +136,14 @@ pub fn from_gguf(g: &Gguf) -> Result<(Tokenizer, SpecialTokens), TokenizerError>
         eos: id_of("tokenizer.ggml.eos_token_id"),
         pad: id_of("tokenizer.ggml.padding_token_id"),
         unk: id_of("tokenizer.ggml.unknown_token_id"),
-        add_bos: g.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
-        chat_template: g.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_owned),
+        add_bos: g
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        chat_template: g
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
         special,
     };
     if specials.add_bos {
@@ -124,7 +163,11 @@ pub fn from_gguf(g: &Gguf) -> Result<(Tokenizer, SpecialTokens), TokenizerError>
 
 /// `tokenizer_config.json` in the transformers format, carrying the chat template.
 pub fn tokenizer_config(s: &SpecialTokens, max_len: u64) -> Value {
-    let name = |t: &Option<(String, u32)>| t.as_ref().map(|(n, _)| Value::String(n.clone())).unwrap_or(Value::Null);
+    let name = |t: &Option<(String, u32)>| {
+        t.as_ref()
+            .map(|(n, _)| Value::String(n.clone()))
+            .unwrap_or(Value::Null)
+    };
     let decoder: serde_json::Map<String, Value> = s
         .special
         .iter()
@@ -152,25 +195,42 @@ pub fn tokenizer_config(s: &SpecialTokens, max_len: u64) -> Value {
 
 /// Writes a tokenizer as `tokenizer.json`.
 pub fn save(tok: &Tokenizer, path: &Path) -> Result<(), TokenizerError> {
-    tok.save(path, true).map_err(|e| TokenizerError::Tokenizers { path: path.to_owned(), message: e.to_string() })
+    tok.save(path, true)
+        .map_err(|e| TokenizerError::Tokenizers {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 /// Loads `tokenizer.json` from a model directory.
 pub fn load(dir: &Path) -> Result<Tokenizer, TokenizerError> {
     let path = dir.join("tokenizer.json");
     if !path.is_file() {
-        return Err(TokenizerError::Invalid { path, what: "missing (only tokenizer.json tokenizers are supported)".into() });
+        return Err(TokenizerError::Invalid {
+            path,
+            what: "missing (only tokenizer.json tokenizers are supported)".into(),
+        });
     }
-    Tokenizer::from_file(&path).map_err(|e| TokenizerError::Tokenizers { path, message: e.to_string() })
+    Tokenizer::from_file(&path).map_err(|e| TokenizerError::Tokenizers {
+        path,
+        message: e.to_string(),
+    })
 }
 
 /// Encodes text to ids (`add_special` applies the tokenizer's post-processor, e.g. a BOS).
 pub fn encode(tok: &Tokenizer, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
     tok.encode(text, add_special)
         .map(|e| e.get_ids().to_vec())
-        .map_err(|e| TokenizerError::Tokenizers { path: PathBuf::from("<tokenizer>"), message: e.to_string() })
+        .map_err(|e| TokenizerError::Tokenizers {
+            path: PathBuf::from("<tokenizer>"),
+            message: e.to_string(),
+        })
 }
 
 pub fn decode(tok: &Tokenizer, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
-    tok.decode(ids, skip_special).map_err(|e| TokenizerError::Tokenizers { path: PathBuf::from("<tokenizer>"), message: e.to_string() })
+    tok.decode(ids, skip_special)
+        .map_err(|e| TokenizerError::Tokenizers {
+            path: PathBuf::from("<tokenizer>"),
+            message: e.to_string(),
+        })
 }

@@ -9,17 +9,33 @@ use tch::{Kind, Tensor};
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a valid safetensors file: {source}")]
-    Format { path: PathBuf, source: safetensors::SafeTensorError },
+    Format {
+        path: PathBuf,
+        source: safetensors::SafeTensorError,
+    },
     #[error("{path}: invalid shard index: {what}")]
     Index { path: PathBuf, what: String },
     #[error("{path}: tensor `{tensor}` has dtype {dtype:?}; supported: F32, F16, BF16")]
-    Dtype { path: PathBuf, tensor: String, dtype: Dtype },
+    Dtype {
+        path: PathBuf,
+        tensor: String,
+        dtype: Dtype,
+    },
     #[error("{path}: cannot write: {source}")]
-    Write { path: PathBuf, source: safetensors::SafeTensorError },
+    Write {
+        path: PathBuf,
+        source: safetensors::SafeTensorError,
+    },
     #[error("tensor `{tensor}`: {source}")]
-    Torch { tensor: String, source: tch::TchError },
+    Torch {
+        tensor: String,
+        source: tch::TchError,
+    },
     #[error("{dir}: no model.safetensors or model.safetensors.index.json")]
     NoWeights { dir: PathBuf },
 }
@@ -34,7 +50,11 @@ fn kind_of(path: &Path, name: &str, dtype: Dtype) -> Result<Kind, WeightsError> 
         Dtype::F32 => Ok(Kind::Float),
         Dtype::F16 => Ok(Kind::Half),
         Dtype::BF16 => Ok(Kind::BFloat16),
-        dtype => Err(WeightsError::Dtype { path: path.to_owned(), tensor: name.to_owned(), dtype }),
+        dtype => Err(WeightsError::Dtype {
+            path: path.to_owned(),
+            tensor: name.to_owned(),
+            dtype,
+        }),
     }
 }
 
@@ -46,15 +66,28 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
     }
     let index = dir.join("model.safetensors.index.json");
     if !index.is_file() {
-        return Err(WeightsError::NoWeights { dir: dir.to_owned() });
+        return Err(WeightsError::NoWeights {
+            dir: dir.to_owned(),
+        });
     }
-    let text = std::fs::read_to_string(&index).map_err(|source| WeightsError::Io { path: index.clone(), source })?;
-    let bad = |what: &str| WeightsError::Index { path: index.clone(), what: what.to_owned() };
+    let text = std::fs::read_to_string(&index).map_err(|source| WeightsError::Io {
+        path: index.clone(),
+        source,
+    })?;
+    let bad = |what: &str| WeightsError::Index {
+        path: index.clone(),
+        what: what.to_owned(),
+    };
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
-    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no weight_map object"))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no weight_map object"))?;
     let mut shards: Vec<PathBuf> = Vec::new();
     for v in map.values() {
-        let f = v.as_str().ok_or_else(|| bad("weight_map value is not a string"))?;
+        let f = v
+            .as_str()
+            .ok_or_else(|| bad("weight_map value is not a string"))?;
         if f.contains('/') || f.contains("..") {
             return Err(bad(&format!("shard name {f:?} leaves the directory")));
         }
@@ -72,13 +105,23 @@ impl Weights {
     pub fn load_dir(dir: &Path) -> Result<Self, WeightsError> {
         let mut tensors = BTreeMap::new();
         for file in files(dir)? {
-            let bytes = std::fs::read(&file).map_err(|source| WeightsError::Io { path: file.clone(), source })?;
-            let st = SafeTensors::deserialize(&bytes).map_err(|source| WeightsError::Format { path: file.clone(), source })?;
+            let bytes = std::fs::read(&file).map_err(|source| WeightsError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            let st = SafeTensors::deserialize(&bytes).map_err(|source| WeightsError::Format {
+                path: file.clone(),
+                source,
+            })?;
             for (name, view) in st.tensors() {
                 let kind = kind_of(&file, &name, view.dtype())?;
                 let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-                let t = Tensor::f_from_data_size(view.data(), &shape, kind)
-                    .map_err(|source| WeightsError::Torch { tensor: name.clone(), source })?;
+                let t = Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|source| {
+                    WeightsError::Torch {
+                        tensor: name.clone(),
+                        source,
+                    }
+                })?;
                 tensors.insert(name, (file.clone(), t));
             }
         }
@@ -96,7 +139,12 @@ pub struct RawTensor {
 
 impl RawTensor {
     pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &[f32]) -> Self {
-        Self { name: name.into(), shape, dtype: Dtype::F32, data: values.iter().flat_map(|v| v.to_le_bytes()).collect() }
+        Self {
+            name: name.into(),
+            shape,
+            dtype: Dtype::F32,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
     }
 
     /// Copies a tch tensor (any device) in its own dtype (f32, f16 or bf16).
@@ -108,14 +156,26 @@ impl RawTensor {
             Kind::Half => Dtype::F16,
             Kind::BFloat16 => Dtype::BF16,
             other => {
-                return Err(WeightsError::Torch { tensor: name, source: tch::TchError::Kind(format!("unsupported kind {other:?}")) })
+                return Err(WeightsError::Torch {
+                    tensor: name,
+                    source: tch::TchError::Kind(format!("unsupported kind {other:?}")),
+                })
             }
         };
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         let numel = t.numel();
         let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut data, numel).map_err(|source| WeightsError::Torch { tensor: name.clone(), source })?;
-        Ok(Self { name, shape, dtype, data })
+        t.f_copy_data_u8(&mut data, numel)
+            .map_err(|source| WeightsError::Torch {
+                tensor: name.clone(),
+                source,
+            })?;
+        Ok(Self {
+            name,
+            shape,
+            dtype,
+            data,
+        })
     }
 }
 
@@ -124,9 +184,15 @@ pub fn save(path: &Path, tensors: &[RawTensor]) -> Result<(), WeightsError> {
     let mut views = Vec::with_capacity(tensors.len());
     for t in tensors {
         let view = safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data)
-            .map_err(|source| WeightsError::Write { path: path.to_owned(), source })?;
+            .map_err(|source| WeightsError::Write {
+                path: path.to_owned(),
+                source,
+            })?;
         views.push((t.name.clone(), view));
     }
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), path).map_err(|source| WeightsError::Write { path: path.to_owned(), source })
+    safetensors::serialize_to_file(views, Some(meta), path).map_err(|source| WeightsError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
