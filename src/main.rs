@@ -17,6 +17,8 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Greedy completion of a chat prompt with the libtorch model.
     Complete(commands::complete::CompleteArgs),
+    /// Run a task's verifier on given responses: one JSON verdict per input line.
+    Verify(commands::verify::VerifyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,10 +41,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Complete(args) => {
             let report = commands::complete::run(&args)?;
             println!("{}", report.completion);
+            if let (Some(id), Some(v)) = (&report.instance_id, &report.verdict) {
+                eprintln!("complete: {id}: pass={} reason={}", v.pass, v.reason);
+            }
             eprintln!(
                 "complete: {} prompt tokens, {} new tokens, prefill {:.2} s, decode {:.1} tokens/s ({})",
                 report.prompt_tokens, report.new_tokens, report.prefill_seconds, report.decode_tokens_per_second, report.device
             );
+        }
+        Command::Verify(args) => {
+            let report = commands::verify::run(&args, &mut std::io::stdout().lock())?;
+            eprintln!("{report}");
         }
     }
     Ok(())

@@ -166,7 +166,7 @@ fn cached_decoding_matches_full_forward_and_transformers_greedy() {
         );
         let mut cache = KvCache::new(&model.config);
         let p = prompt.len() as i64;
-        model.forward(
+        let _prefill = model.forward(
             &ids.narrow(1, 0, p),
             &positions(p),
             &Tensor::ones([1, p], (Kind::Int64, Device::Cpu)),

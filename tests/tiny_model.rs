@@ -98,7 +98,10 @@ fn complete_command_runs_the_tiny_model_deterministically() {
     tiny::create(&m, 11).expect("create");
     let args = CompleteArgs {
         model: m.clone(),
-        prompt: "the cat".into(),
+        prompt: Some("the cat".into()),
+        task: None,
+        input: None,
+        index: 0,
         system: None,
         max_new_tokens: 12,
         device: DeviceArg::Cpu,

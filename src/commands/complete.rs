@@ -2,11 +2,13 @@
 //! with the libtorch model (a smoke test of an imported model, and the pre-stage demo).
 
 use super::{DeviceArg, DtypeArg};
+use flywheel_datasets::task::{
+    load_task, read_instances, InstanceError, Message, Role, TaskError, Verdict,
+};
 use flywheel_model::chat::{ChatError, ChatTemplate};
 use flywheel_model::generate::greedy;
 use flywheel_model::llama::{Llama, LoadError};
 use flywheel_model::tokenizer::{self, TokenizerError};
-use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -15,8 +17,18 @@ pub struct CompleteArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// User message to answer.
+    #[arg(long, required_unless_present = "task", conflicts_with = "task")]
+    pub prompt: Option<String>,
+    /// Task whose first-attempt prompt to use instead of --prompt (`countdown`,
+    /// `function_calling`, or a task config path); its verifier then judges the completion.
+    #[arg(long, requires = "input")]
+    pub task: Option<String>,
+    /// Task instances (JSONL, or Parquet for Countdown), with --task.
     #[arg(long)]
-    pub prompt: String,
+    pub input: Option<PathBuf>,
+    /// Which instance of --input to use (0-based).
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
     /// Optional system message (otherwise the chat template's default, if any).
     #[arg(long)]
     pub system: Option<String>,
@@ -39,6 +51,12 @@ pub enum CompleteError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Chat(#[from] ChatError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error("{path}: has no instance {index}")]
+    NoSuchInstance { path: PathBuf, index: usize },
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -50,6 +68,9 @@ pub struct CompleteReport {
     pub prefill_seconds: f64,
     pub decode_tokens_per_second: f64,
     pub device: String,
+    /// With --task: the instance id and the verifier's verdict on the completion.
+    pub instance_id: Option<String>,
+    pub verdict: Option<Verdict>,
 }
 
 pub fn run(args: &CompleteArgs) -> Result<CompleteReport, CompleteError> {
@@ -59,10 +80,30 @@ pub fn run(args: &CompleteArgs) -> Result<CompleteReport, CompleteError> {
     let template = ChatTemplate::load(&args.model)?;
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
-        messages.push(json!({"role": "system", "content": system}));
+        messages.push(Message::new(Role::System, system.as_str()));
     }
-    messages.push(json!({"role": "user", "content": args.prompt}));
-    let text = template.render(&messages, true, None)?;
+    let task = match (&args.task, &args.input) {
+        (Some(spec), Some(input)) => {
+            let task = load_task(spec)?;
+            let inst = read_instances(task.as_ref(), input)
+                .nth(args.index)
+                .ok_or_else(|| CompleteError::NoSuchInstance {
+                    path: input.clone(),
+                    index: args.index,
+                })??;
+            messages.extend(task.attempt_messages(&inst));
+            Some((task, inst))
+        }
+        _ => {
+            messages.push(Message::new(
+                Role::User,
+                args.prompt.clone().unwrap_or_default(),
+            ));
+            None
+        }
+    };
+    let tools = task.as_ref().and_then(|(t, i)| t.tools(i));
+    let text = template.render(&messages, true, tools.as_ref())?;
     let prompt: Vec<i64> = tokenizer::encode(&tok, &text, true)?
         .into_iter()
         .map(i64::from)
@@ -74,8 +115,12 @@ pub fn run(args: &CompleteArgs) -> Result<CompleteReport, CompleteError> {
         &model.config.eos_ids(),
     );
     let ids: Vec<u32> = out.tokens.iter().map(|&t| t as u32).collect();
+    let completion = tokenizer::decode(&tok, &ids, true)?;
+    let verdict = task.as_ref().map(|(t, i)| t.verify(i, &completion));
     Ok(CompleteReport {
-        completion: tokenizer::decode(&tok, &ids, true)?,
+        instance_id: task.map(|(_, i)| i.id),
+        verdict,
+        completion,
         prompt_tokens: prompt.len(),
         new_tokens: out.tokens.len(),
         token_ids: out.tokens.clone(),

@@ -2,6 +2,7 @@
 
 pub mod complete;
 pub mod import;
+pub mod verify;
 
 use clap::ValueEnum;
 

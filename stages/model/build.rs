@@ -1,20 +1,7 @@
-//! Link-time set-up shared by every package that links libtorch: bake an rpath to the libtorch
-//! directory into binaries and tests so they run without LD_LIBRARY_PATH, and force-link
-//! libtorch_cuda (the linker's --as-needed would otherwise drop it and CUDA would look absent).
-use std::path::PathBuf;
+//! Build script of the packages that link libtorch but need nothing else at build time.
+
+include!("build_rpath.rs");
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=LIBTORCH");
-    println!("cargo:rerun-if-changed=build.rs");
-    let Ok(libtorch) = std::env::var("LIBTORCH") else {
-        return;
-    };
-    let root = PathBuf::from(&libtorch);
-    // Resolve the `.venv/torch` link so the rpath survives re-creating the link.
-    let lib = root.canonicalize().unwrap_or(root).join("lib");
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    if lib.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-search=native={}", lib.display());
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
-    }
+    link_libtorch();
 }

@@ -518,7 +518,9 @@ impl TensorInfo {
     pub fn byte_len(&self) -> Option<u64> {
         let (per_block, bytes) = self.ty.block()?;
         let n = self.n_elements();
-        (self.dims[0] % per_block == 0).then(|| n / per_block * bytes)
+        self.dims[0]
+            .is_multiple_of(per_block)
+            .then(|| n / per_block * bytes)
     }
 }
 

@@ -391,14 +391,9 @@ impl Llama {
         input_ids: &Tensor,
         position_ids: &Tensor,
         attention_mask: &Tensor,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
     ) -> Tensor {
-        let hidden = self.hidden_states(
-            input_ids,
-            position_ids,
-            attention_mask,
-            cache.as_deref_mut(),
-        );
+        let hidden = self.hidden_states(input_ids, position_ids, attention_mask, cache);
         self.logits(&hidden)
     }
 

@@ -1,0 +1,426 @@
+//! User-defined tasks from a small JSON config: prompts with a reference, verified by exact match,
+//! a regular expression, or an external command (no shell, with a timeout).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::countdown::verify::last_answer_tag;
+use crate::prompts::{self, PromptSet};
+use crate::task::{
+    instance_id, Instance, InstanceError, Message, Task, TaskError, TaskOptions, Verdict,
+};
+
+/// Placeholder in a regex pattern replaced by the (escaped) reference of each instance.
+const REFERENCE: &str = "{reference}";
+/// Cap on compiled regex size, so a hostile pattern cannot exhaust memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+fn default_prompt_field() -> String {
+    "prompt".into()
+}
+fn default_reference_field() -> String {
+    "reference".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+/// The config file (JSON). Unknown keys are rejected so typos surface.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomConfig {
+    /// Task name, reported by [`Task::name`].
+    pub name: String,
+    /// Default data file (JSONL), relative to the config file.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    /// Field holding the prompt text.
+    #[serde(default = "default_prompt_field")]
+    pub prompt_field: String,
+    /// Field holding the reference answer.
+    #[serde(default = "default_reference_field")]
+    pub reference_field: String,
+    /// Directory with `system.txt`, `attempt.txt`, `reflect.txt`, `retry.txt` overrides, relative to the config.
+    #[serde(default)]
+    pub prompts: Option<PathBuf>,
+    pub verifier: VerifierConfig,
+}
+
+/// How responses are judged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VerifierConfig {
+    /// The answer (last `<answer>` tag content if present, else the whole response), trimmed,
+    /// equals the trimmed reference.
+    Exact {
+        #[serde(default = "default_true")]
+        case_sensitive: bool,
+    },
+    /// The pattern matches somewhere in the response (anchor it with `^…$` for a full match).
+    /// `{reference}` in the pattern is replaced by the escaped reference.
+    Regex {
+        pattern: String,
+        #[serde(default)]
+        answer_tag_only: bool,
+    },
+    /// Runs `program args…` (no shell) in the config's directory with
+    /// `{"task", "id", "instance", "response"}` as JSON on stdin; exit code 0 = pass.
+    Command {
+        program: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default = "default_timeout_ms")]
+        timeout_ms: u64,
+    },
+}
+
+enum Verifier {
+    Exact {
+        case_sensitive: bool,
+    },
+    Regex {
+        fixed: Option<Regex>,
+        pattern: String,
+        answer_tag_only: bool,
+    },
+    Command {
+        program: PathBuf,
+        args: Vec<String>,
+        timeout: Duration,
+        dir: PathBuf,
+    },
+}
+
+/// A task loaded from a [`CustomConfig`].
+pub struct CustomTask {
+    config: CustomConfig,
+    base_dir: PathBuf,
+    verifier: Verifier,
+    prompts: PromptSet,
+}
+
+fn build_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+impl CustomTask {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path, options: &TaskOptions) -> Result<Self, TaskError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TaskError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: CustomConfig =
+            serde_json::from_str(&text).map_err(|source| TaskError::ConfigParse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let base_dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Self::from_config(config, &base_dir, path, options)
+    }
+
+    /// Builds a task from an already parsed config; relative paths resolve against `base_dir`.
+    pub fn from_config(
+        config: CustomConfig,
+        base_dir: &Path,
+        origin: &Path,
+        options: &TaskOptions,
+    ) -> Result<Self, TaskError> {
+        let invalid = |message: String| TaskError::ConfigInvalid {
+            path: origin.to_path_buf(),
+            message,
+        };
+        if config.name.trim().is_empty() {
+            return Err(invalid("`name` is empty".into()));
+        }
+        let verifier = match &config.verifier {
+            VerifierConfig::Exact { case_sensitive } => Verifier::Exact {
+                case_sensitive: *case_sensitive,
+            },
+            VerifierConfig::Regex {
+                pattern,
+                answer_tag_only,
+            } => {
+                // Validate now with a sample reference so a bad pattern fails at load, not per line.
+                let sample = pattern.replace(REFERENCE, "x");
+                build_regex(&sample).map_err(|source| TaskError::Regex {
+                    path: origin.to_path_buf(),
+                    source,
+                })?;
+                let fixed = if pattern.contains(REFERENCE) {
+                    None
+                } else {
+                    build_regex(pattern).ok()
+                };
+                Verifier::Regex {
+                    fixed,
+                    pattern: pattern.clone(),
+                    answer_tag_only: *answer_tag_only,
+                }
+            }
+            VerifierConfig::Command {
+                program,
+                args,
+                timeout_ms,
+            } => {
+                if program.is_empty() {
+                    return Err(invalid("`verifier.program` is empty".into()));
+                }
+                // A path with a separator is relative to the config; a bare name is looked up in PATH.
+                let p = PathBuf::from(program);
+                let program = if p.components().count() > 1 && p.is_relative() {
+                    base_dir.join(p)
+                } else {
+                    p
+                };
+                Verifier::Command {
+                    program,
+                    args: args.clone(),
+                    timeout: Duration::from_millis(*timeout_ms),
+                    dir: base_dir.to_path_buf(),
+                }
+            }
+        };
+        // Prompt directory: the config's own, else `<prompt_dir>/<name>` from the options.
+        let prompt_dir = match (&config.prompts, &options.prompt_dir) {
+            (Some(p), _) => Some(base_dir.join(p)),
+            (None, Some(d)) => Some(d.join(&config.name)),
+            (None, None) => None,
+        };
+        let prompts = PromptSet::load(
+            &config.name,
+            &prompts::CUSTOM,
+            prompt_dir.as_deref(),
+            &["prompt"],
+            options.include_reason,
+        )?;
+        Ok(Self {
+            config,
+            base_dir: base_dir.to_path_buf(),
+            verifier,
+            prompts,
+        })
+    }
+
+    /// The config's default data file, resolved against the config directory.
+    pub fn data_path(&self) -> Option<PathBuf> {
+        self.config.data.as_ref().map(|d| self.base_dir.join(d))
+    }
+
+    fn field_text(&self, inst: &Instance, field: &str) -> Option<String> {
+        match inst.fields.get(field)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    fn vars(&self, inst: &Instance) -> String {
+        self.field_text(inst, &self.config.prompt_field)
+            .unwrap_or_default()
+    }
+
+    fn run_command(
+        &self,
+        program: &Path,
+        args: &[String],
+        timeout: Duration,
+        dir: &Path,
+        inst: &Instance,
+        response: &str,
+    ) -> Verdict {
+        let payload = serde_json::json!({
+            "task": self.config.name,
+            "id": inst.id,
+            "instance": inst.fields,
+            "response": response,
+        });
+        let Ok(input) = serde_json::to_vec(&payload) else {
+            return Verdict::fail("command_error");
+        };
+        let child = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(_) => return Verdict::fail("command_error"),
+        };
+        // Write on a thread: a child that never reads stdin must not block us past the timeout.
+        let writer = child.stdin.take().map(|mut stdin| {
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&input);
+            })
+        });
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        let verdict = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    break match status.code() {
+                        Some(0) => Verdict::ok(),
+                        Some(code) => Verdict::fail(format!("command_failed:{code}")),
+                        None => Verdict::fail("command_killed"),
+                    }
+                }
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Verdict::fail("command_timeout");
+                }
+                Ok(None) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Verdict::fail("command_error");
+                }
+            }
+        };
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+        verdict
+    }
+}
+
+impl Task for CustomTask {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn parse_instance(&self, line_no: usize, value: Value) -> Result<Instance, InstanceError> {
+        if !value.is_object() {
+            return Err(InstanceError::Json {
+                line: line_no,
+                message: "expected a JSON object".into(),
+            });
+        }
+        for field in [&self.config.prompt_field, &self.config.reference_field] {
+            match value.get(field.as_str()) {
+                None | Some(Value::Null) => {
+                    return Err(InstanceError::MissingField {
+                        line: line_no,
+                        field: field.clone(),
+                    })
+                }
+                Some(Value::Array(_) | Value::Object(_)) if field == &self.config.prompt_field => {
+                    return Err(InstanceError::InvalidField {
+                        line: line_no,
+                        field: field.clone(),
+                        message: "expected a string".into(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Instance {
+            id: instance_id(&self.config.name, line_no, &value),
+            fields: value,
+        })
+    }
+
+    fn attempt_messages(&self, inst: &Instance) -> Vec<Message> {
+        let prompt = self.vars(inst);
+        self.prompts.attempt_messages(&[("prompt", &prompt)])
+    }
+
+    fn reflection_messages(
+        &self,
+        inst: &Instance,
+        attempt: &str,
+        verdict: &Verdict,
+    ) -> Vec<Message> {
+        let prompt = self.vars(inst);
+        self.prompts
+            .reflection_messages(&[("prompt", &prompt)], attempt, verdict)
+    }
+
+    fn retry_messages(&self, inst: &Instance, attempt: &str, reflection: &str) -> Vec<Message> {
+        let prompt = self.vars(inst);
+        self.prompts.retry_messages(
+            &[("prompt", &prompt)],
+            attempt,
+            &|| self.verify(inst, attempt),
+            reflection,
+        )
+    }
+
+    fn verify(&self, inst: &Instance, response: &str) -> Verdict {
+        let Some(reference) = self.field_text(inst, &self.config.reference_field) else {
+            return Verdict::fail("invalid_instance");
+        };
+        match &self.verifier {
+            Verifier::Exact { case_sensitive } => {
+                let answer = last_answer_tag(response).unwrap_or(response).trim();
+                let reference = reference.trim();
+                let equal = if *case_sensitive {
+                    answer == reference
+                } else {
+                    answer.to_lowercase() == reference.to_lowercase()
+                };
+                if equal {
+                    Verdict::ok()
+                } else {
+                    Verdict::fail("wrong_answer")
+                }
+            }
+            Verifier::Regex {
+                fixed,
+                pattern,
+                answer_tag_only,
+            } => {
+                let text = if *answer_tag_only {
+                    match last_answer_tag(response) {
+                        Some(t) => t,
+                        None => return Verdict::fail("no_answer"),
+                    }
+                } else {
+                    response
+                };
+                let compiled;
+                let re = match fixed {
+                    Some(re) => re,
+                    None => {
+                        match build_regex(&pattern.replace(REFERENCE, &regex::escape(&reference))) {
+                            Ok(re) => {
+                                compiled = re;
+                                &compiled
+                            }
+                            Err(_) => return Verdict::fail("invalid_instance"),
+                        }
+                    }
+                };
+                if re.is_match(text) {
+                    Verdict::ok()
+                } else {
+                    Verdict::fail("no_match")
+                }
+            }
+            Verifier::Command {
+                program,
+                args,
+                timeout,
+                dir,
+            } => self.run_command(program, args, *timeout, dir, inst, response),
+        }
+    }
+}
