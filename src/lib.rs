@@ -2,4 +2,3 @@
 //! and a `run` function returning a report, so tests call exactly what the CLI calls.
 
 pub mod commands;
-pub mod paths;

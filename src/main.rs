@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Import a model (GGUF file or Hugging Face directory) as a flywheel model directory.
     Import(commands::import::ImportArgs),
+    /// Export a model directory to an ONNX decoder folder (onnxruntime-genai layout).
+    Export(commands::export::ExportArgs),
     /// Greedy completion of a chat prompt with the libtorch model.
     Complete(commands::complete::CompleteArgs),
     /// Run a task's verifier on given responses: one JSON verdict per input line.
@@ -48,6 +50,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 "complete: {} prompt tokens, {} new tokens, prefill {:.2} s, decode {:.1} tokens/s ({})",
                 report.prompt_tokens, report.new_tokens, report.prefill_seconds, report.decode_tokens_per_second, report.device
             );
+        }
+        Command::Export(args) => {
+            let report = commands::export::run(&args)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Verify(args) => {
             let report = commands::verify::run(&args, &mut std::io::stdout().lock())?;

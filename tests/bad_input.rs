@@ -92,8 +92,8 @@ fn tiny_gguf(tensor_type: u32, data: Vec<u8>) -> Vec<u8> {
 #[test]
 fn truncated_gguf_is_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let real =
-        std::fs::read(flywheel::paths::default_gguf()).expect("embedded GGUF (run .ci/setup)");
+    let real = std::fs::read(flywheel_model::paths::default_gguf())
+        .expect("embedded GGUF (run .ci/setup)");
     for (name, len, problem) in [
         ("head.gguf", 1000, "truncated"),
         ("half.gguf", real.len() / 2, "lies outside the file"),

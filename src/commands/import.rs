@@ -1,7 +1,7 @@
 //! `flywheel import`: a GGUF file or a Hugging Face directory → a flywheel model directory.
 
-use crate::paths;
 use flywheel_model::import::{self, ImportError, ImportReport};
+use flywheel_model::paths;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod gguf;
 pub mod import;
 pub mod llama;
+pub mod paths;
 pub mod tiny;
 pub mod tokenizer;
 pub mod weights;

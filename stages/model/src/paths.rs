@@ -17,3 +17,19 @@ pub fn default_gguf() -> PathBuf {
         .join("smollm2")
         .join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
+
+/// The ONNX Runtime shared library: `$ORT_DYLIB_PATH` if set, else the one in the venv's
+/// `onnxruntime` (or `onnxruntime-gpu`) package.
+pub fn onnxruntime_dylib() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return PathBuf::from(p);
+    }
+    let capi = venv().join("onnxruntime-capi");
+    let found = std::fs::read_dir(&capi).ok().and_then(|entries| {
+        entries.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.1"))
+        })
+    });
+    found.unwrap_or_else(|| capi.join("libonnxruntime.so.1.31.1"))
+}
