@@ -17,8 +17,12 @@ pub enum LoadError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Weights(#[from] WeightsError),
-    #[error("{dir}: tensor `{tensor}` is missing")]
-    Missing { dir: PathBuf, tensor: String },
+    #[error("{dir}: tensor `{tensor}` is missing{}", if *others > 0 { format!(" (and {others} more)") } else { String::new() })]
+    Missing {
+        dir: PathBuf,
+        tensor: String,
+        others: usize,
+    },
     #[error("{file}: tensor `{tensor}` has shape {found:?}, the config implies {expected:?}")]
     Shape {
         file: PathBuf,
@@ -348,16 +352,25 @@ impl Llama {
     }
 
     fn fill(&self, dir: &Path, weights: &Weights) -> Result<(), LoadError> {
-        let vars = self.vs.variables();
+        // Sorted, so the error names the same tensor every time.
+        let vars: std::collections::BTreeMap<String, Tensor> =
+            self.vs.variables().into_iter().collect();
+        let missing: Vec<&String> = vars
+            .keys()
+            .filter(|n| !weights.tensors.contains_key(*n))
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(LoadError::Missing {
+                dir: dir.to_owned(),
+                tensor: (*first).clone(),
+                others: missing.len() - 1,
+            });
+        }
         let _guard = tch::no_grad_guard();
         for (name, var) in &vars {
-            let (file, src) = weights
-                .tensors
-                .get(name)
-                .ok_or_else(|| LoadError::Missing {
-                    dir: dir.to_owned(),
-                    tensor: name.clone(),
-                })?;
+            let Some((file, src)) = weights.tensors.get(name) else {
+                continue;
+            };
             if src.size() != var.size() {
                 return Err(LoadError::Shape {
                     file: file.clone(),

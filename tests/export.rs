@@ -1,0 +1,278 @@
+//! `flywheel export`: the ONNX decoder computes what the tch model computes (padded batched
+//! prefill + 16 cached decode steps), is valid for `onnx.checker` at full check, loads in
+//! onnxruntime-genai with identical greedy output, and bad input is refused cleanly.
+
+mod common;
+
+use flywheel::commands::export::{run, DtypeChoice, ExportArgs};
+use flywheel_model::chat::ChatTemplate;
+use flywheel_model::generate::greedy;
+use flywheel_model::{tiny, tokenizer, Llama};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::{Device, Kind};
+
+fn args(model: &Path, out: &Path) -> ExportArgs {
+    ExportArgs {
+        model: model.to_owned(),
+        out: Some(out.to_owned()),
+        dtype: DtypeChoice::F32,
+        force: false,
+        check: true,
+        threads: 0,
+    }
+}
+
+fn python() -> PathBuf {
+    flywheel_model::paths::venv().join("bin").join("python3")
+}
+
+fn genai_greedy(onnx_dir: &Path, prompt: &[i64], n: usize) -> Vec<i64> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/genai_greedy.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script)
+        .arg(onnx_dir)
+        .arg(n.to_string())
+        .args(prompt.iter().map(i64::to_string));
+    let out = cmd.output().expect("run python (run .ci/setup first)");
+    assert!(
+        out.status.success(),
+        "onnxruntime-genai failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("genai output is a JSON list")
+}
+
+#[test]
+fn tiny_model_export_matches_tch_within_1e4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("tiny");
+    tiny::create(&m, 5).expect("tiny");
+    let out = dir.path().join("onnx");
+    let report = run(&args(&m, &out)).expect("export");
+    let parity = report.parity.expect("parity report");
+    eprintln!(
+        "tiny: prefill {:.2e} decode {:.2e}",
+        parity.prefill_max_abs_diff, parity.decode_max_abs_diff
+    );
+    assert_eq!(parity.decode_steps, 16);
+    assert!(
+        parity
+            .prompt_lengths
+            .iter()
+            .any(|&l| l != parity.prompt_lengths[0]),
+        "prompts must differ in length to test padding"
+    );
+    assert!(
+        parity.max_abs_diff() < 1e-4,
+        "max |Δlogit| {}",
+        parity.max_abs_diff()
+    );
+    assert!(parity.greedy_identical);
+    for f in [
+        "model.onnx",
+        "model.onnx.data",
+        "genai_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing from the export");
+    }
+    let genai: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("genai_config.json")).unwrap_or_default(),
+    )
+    .expect("json");
+    assert_eq!(genai["model"]["decoder"]["num_key_value_heads"], 2);
+    assert_eq!(genai["model"]["vocab_size"], 264);
+}
+
+#[test]
+fn every_architecture_variant_exports_with_parity() {
+    for v in ["llama_untied_bias", "llama3_rope", "qwen2", "mistral"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = common::fixtures().join("hf_variants").join(v);
+        let report =
+            run(&args(&src, &dir.path().join("onnx"))).unwrap_or_else(|e| panic!("{v}: {e}"));
+        let p = report.parity.expect("parity");
+        assert!(p.max_abs_diff() < 1e-4 && p.greedy_identical, "{v}: {p:?}");
+    }
+}
+
+#[test]
+fn exported_graph_passes_onnx_full_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("tiny");
+    tiny::create(&m, 2).expect("tiny");
+    let out = dir.path().join("onnx");
+    run(&ExportArgs {
+        check: false,
+        ..args(&m, &out)
+    })
+    .expect("export");
+    let code =
+        "import onnx, sys; onnx.checker.check_model(sys.argv[1], full_check=True); print('ok')";
+    let res = Command::new(python())
+        .args(["-c", code])
+        .arg(out.join("model.onnx"))
+        .output()
+        .expect("python");
+    assert!(
+        res.status.success(),
+        "onnx.checker: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+#[test]
+fn onnxruntime_genai_greedy_equals_ours() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("tiny");
+    tiny::create(&m, 9).expect("tiny");
+    let out = dir.path().join("onnx");
+    run(&ExportArgs {
+        check: false,
+        ..args(&m, &out)
+    })
+    .expect("export");
+    let model = Llama::load(&m, Device::Cpu, Kind::Float).expect("load");
+    let tok = tokenizer::load(&m).expect("tokenizer");
+    let text = ChatTemplate::load(&m)
+        .expect("template")
+        .render(
+            &[serde_json::json!({"role": "user", "content": "3 7 25 -> 46"})],
+            true,
+            None,
+        )
+        .expect("render");
+    let prompt: Vec<i64> = tokenizer::encode(&tok, &text, false)
+        .expect("encode")
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let ours = greedy(&model, &prompt, 24, &[]).tokens;
+    assert_eq!(genai_greedy(&out, &prompt, 24), ours);
+}
+
+#[test]
+fn smollm2_export_matches_tch_and_genai_on_a_countdown_prompt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("smollm2");
+    flywheel::commands::import::run(&flywheel::commands::import::ImportArgs {
+        gguf: None,
+        hf: None,
+        out: m.clone(),
+        force: false,
+    })
+    .expect("import (run .ci/setup)");
+    let out = m.join("onnx");
+    let report = run(&ExportArgs {
+        out: None,
+        ..args(&m, &out)
+    })
+    .expect("export");
+    let p = report.parity.expect("parity");
+    eprintln!(
+        "smollm2: prefill {:.2e} decode {:.2e} in {:.1} s",
+        p.prefill_max_abs_diff, p.decode_max_abs_diff, report.export.seconds
+    );
+    assert!(p.max_abs_diff() < 1e-3 && p.greedy_identical, "{p:?}");
+    let model = Llama::load(&m, Device::Cpu, Kind::Float).expect("load");
+    let tok = tokenizer::load(&m).expect("tokenizer");
+    let task = flywheel_datasets::task::load_task("countdown").expect("task");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/data/countdown/test.jsonl");
+    let inst = flywheel_datasets::task::read_instances(task.as_ref(), &data)
+        .nth(600)
+        .expect("instance")
+        .expect("valid");
+    let text = ChatTemplate::load(&m)
+        .expect("template")
+        .render(&task.attempt_messages(&inst), true, None)
+        .expect("render");
+    let prompt: Vec<i64> = tokenizer::encode(&tok, &text, false)
+        .expect("encode")
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let ours = greedy(&model, &prompt, 32, &model.config.eos_ids()).tokens;
+    assert_eq!(
+        genai_greedy(&out, &prompt, 32),
+        ours,
+        "onnxruntime-genai greedy differs from tch"
+    );
+}
+
+fn flywheel(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flywheel"))
+        .args(args)
+        .output()
+        .expect("run flywheel");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "flywheel panicked: {stderr}");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn bad_models_and_existing_output_are_refused_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("tiny");
+    tiny::create(&m, 1).expect("tiny");
+    let out = dir.path().join("onnx");
+    let (o, md) = (
+        out.to_string_lossy().into_owned(),
+        m.to_string_lossy().into_owned(),
+    );
+
+    // Output exists: refused without --force, contents kept.
+    std::fs::create_dir(&out).expect("mkdir");
+    std::fs::write(out.join("keep"), "x").expect("write");
+    let (code, err) = flywheel(&["export", "--model", &md, "--out", &o]);
+    assert!(code != 0 && err.contains("already exists"), "{err}");
+    assert!(out.join("keep").is_file());
+    std::fs::remove_dir_all(&out).expect("rm");
+
+    // Corrupt safetensors: truncated file.
+    let st = m.join("model.safetensors");
+    let good = std::fs::read(&st).expect("read");
+    std::fs::write(&st, &good[..good.len() / 3]).expect("write");
+    let (code, err) = flywheel(&["export", "--model", &md, "--out", &o]);
+    assert!(
+        code != 0
+            && err.contains(&*st.to_string_lossy())
+            && err.contains("not a valid safetensors file"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // Foreign safetensors: a valid file with other tensors (a GPT-2 style name).
+    let foreign =
+        flywheel_model::weights::RawTensor::f32("transformer.wte.weight", vec![2, 2], &[0.0; 4]);
+    flywheel_model::weights::save(&st, &[foreign]).expect("save");
+    let (code, err) = flywheel(&["export", "--model", &md, "--out", &o]);
+    assert!(
+        code != 0 && err.contains("model.embed_tokens.weight") && err.contains("missing"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    std::fs::write(&st, &good).expect("restore");
+
+    // Unsupported architecture.
+    let cfg_path = m.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap_or_default())
+            .expect("json");
+    cfg["architectures"] = serde_json::json!(["PhiForCausalLM"]);
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write");
+    let (code, err) = flywheel(&["export", "--model", &md, "--out", &o]);
+    assert!(
+        code != 0 && err.contains("unsupported architecture") && err.contains("PhiForCausalLM"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
