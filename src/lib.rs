@@ -2,3 +2,4 @@
 //! and a `run` function returning a report, so tests call exactly what the CLI calls.
 
 pub mod commands;
+pub mod store;

@@ -1,0 +1,124 @@
+//! Sampling throughput of the ONNX Runtime engine on SmolLM2-135M f32 (CPU): prompt of about 80
+//! tokens, 128 new tokens, temperature 1.0, batch 1 and 32. Aggregate new tokens/s is printed
+//! per configuration; the peers (transformers `generate`, onnxruntime-genai) run the same setting
+//! through `benches/peers/generate_peers.py`.
+//!
+//! Needs `.ci/setup`; the model is imported and exported into `target/bench-models/` once.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use flywheel_generate::{Completion, Driver, Engine, EngineConfig, Request, SamplingParams};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The benchmark prompt: the chat-rendered Countdown attempt prompt of SmolLM2 (about 80 tokens
+/// with the template's default system message).
+pub const PROMPT: &str = "Using the numbers [19, 36, 55, 7], create an equation that equals 65. You can use basic arithmetic operations (+, -, *, /) and each number can only be used once. Show your reasoning, then give the final equation.";
+
+fn model_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench-models");
+    let hf = root.join("smollm2");
+    if !hf.join("model.safetensors").is_file() {
+        flywheel_model::import::import_gguf(&flywheel_model::paths::default_gguf(), &hf, true)
+            .expect("import SmolLM2 (run .ci/setup)");
+    }
+    let onnx = hf.join("onnx");
+    if !onnx.join("model.onnx").is_file() {
+        flywheel_export::export(&hf, &onnx, flywheel_export::ExportDtype::F32, true)
+            .expect("export");
+    }
+    onnx
+}
+
+fn prompt_ids(onnx: &std::path::Path) -> Vec<u32> {
+    let hf = onnx.parent().expect("model dir");
+    let template = flywheel_model::chat::ChatTemplate::load(hf).expect("template");
+    let text = template
+        .render(
+            &[serde_json::json!({"role": "user", "content": PROMPT})],
+            true,
+            None,
+        )
+        .expect("render");
+    let tok = flywheel_model::tokenizer::load(hf).expect("tokenizer");
+    flywheel_model::tokenizer::encode(&tok, &text, false).expect("encode")
+}
+
+struct Fixed {
+    waiting: Vec<Request>,
+    tokens: u64,
+}
+
+impl Driver for Fixed {
+    fn next_request(&mut self) -> Option<Request> {
+        self.waiting.pop()
+    }
+    fn complete(&mut self, c: Completion) -> Result<(), String> {
+        self.tokens += c.tokens.len() as u64;
+        Ok(())
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let onnx = model_dir();
+    let prompt = prompt_ids(&onnx);
+    eprintln!("prompt: {} tokens", prompt.len());
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: 128,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let mut group = c.benchmark_group("generate_smollm2_f32_cpu");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(1));
+    for batch in [1usize, 32] {
+        let mut engine = Engine::load(
+            &onnx,
+            EngineConfig {
+                batch_size: batch,
+                threads: 0,
+                refill_min: None,
+            },
+        )
+        .expect("engine");
+        group.throughput(Throughput::Elements((batch * 128) as u64));
+        group.bench_function(format!("batch{batch}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for i in 0..iters {
+                    let reqs = (0..batch)
+                        .map(|k| Request {
+                            key: k as u64,
+                            prompt: prompt.clone(),
+                            params: params.clone(),
+                            seed: i * 1000 + k as u64,
+                        })
+                        .collect();
+                    let mut d = Fixed {
+                        waiting: reqs,
+                        tokens: 0,
+                    };
+                    let t = Instant::now();
+                    engine.run(&mut d).expect("run");
+                    let dt = t.elapsed();
+                    eprintln!(
+                        "batch {batch}: {} new tokens in {:.2} s = {:.1} tokens/s",
+                        d.tokens,
+                        dt.as_secs_f64(),
+                        d.tokens as f64 / dt.as_secs_f64()
+                    );
+                    total += dt;
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

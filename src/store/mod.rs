@@ -1,0 +1,758 @@
+//! The run store: every stage reads and writes task, attempt, reflection and retry records
+//! through one redb database, `RUN_DIR/store.redb`.
+//!
+//! Writes go in batches, one durable transaction each ([`Store::write`]): a crash loses at most
+//! the batch being written, never part of one. Rewriting a record that is already stored with
+//! the same content is a no-op and rewriting it with other content is an error, so rerunning a
+//! command after a crash can neither duplicate nor silently overwrite work. Reads stream in key
+//! order, `(task_index, attempt, reflection)`, without loading a table into memory.
+
+mod parquet;
+mod records;
+mod schema;
+
+use std::fs::File;
+use std::io::Read;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use sha2::{Digest, Sha256};
+
+pub use self::parquet::{
+    columns_markdown, export_rollouts, rollouts_schema, Column, ColumnType, ParquetExportError,
+    COLUMNS, ROLLOUTS_FILE, ROW_GROUP_ROWS,
+};
+pub use self::records::{
+    AttemptRecord, FinishReason, Generation, Kind, ReflectionRecord, RetryRecord, RunMeta,
+    TaskRecord,
+};
+pub use self::schema::{DecodeError, SCHEMA_VERSION};
+use self::schema::{StoredRecord, COUNTERS, COUNTER_NAMES, META, META_RUN, META_SCHEMA};
+
+/// File name of the store inside a run directory.
+pub const STORE_FILE: &str = "store.redb";
+
+/// Everything that can go wrong opening, writing or reading a store, or hashing a model.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The run directory could not be created.
+    #[error("cannot create run directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another process (or another `Store` in this one) has the store open.
+    #[error("store {path} is in use by another flywheel process (or another Store in this one)")]
+    Locked {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// redb refused to open the file (not a redb file, or unreadable).
+    #[error("cannot open store {path}: {source}")]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// The cause.
+        source: Box<redb::DatabaseError>,
+    },
+    /// [`Store::open_existing`] found no store.
+    #[error("no run store at {path}: start a run there first")]
+    Missing {
+        /// The store file looked for.
+        path: PathBuf,
+    },
+    /// A database operation failed.
+    #[error("store {path}: {op} failed: {source}")]
+    Redb {
+        /// The store file.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        source: Box<redb::Error>,
+    },
+    /// The store was written by a build with another layout.
+    #[error("store {path} has schema version {found}, but this build reads version {expected}")]
+    SchemaVersion {
+        /// The store file.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+        /// The version this build writes.
+        expected: u64,
+    },
+    /// The run was created with other settings.
+    #[error(
+        "store {path} belongs to a run created with {field} = {stored}, but this command has \
+         {field} = {given}; rerun with the original settings or use a new run directory"
+    )]
+    MetaMismatch {
+        /// The store file.
+        path: PathBuf,
+        /// The first differing `RunMeta` field.
+        field: String,
+        /// Its stored value, as JSON.
+        stored: String,
+        /// Its given value, as JSON.
+        given: String,
+    },
+    /// The stored run settings could not be read.
+    #[error("store {path}: run settings unreadable: {source}")]
+    MetaJson {
+        /// The store file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// A record is already stored under this key with other content; the batch was not written.
+    #[error(
+        "store {path}: {table} record for {key} is already stored with different content; \
+         refusing to overwrite it (the whole batch was discarded)"
+    )]
+    Conflict {
+        /// The store file.
+        path: PathBuf,
+        /// The table.
+        table: &'static str,
+        /// The key in words.
+        key: String,
+    },
+    /// A record to write breaks an invariant; the batch was not written.
+    #[error("store {path}: {table} record for {key} is invalid: {detail}")]
+    Invalid {
+        /// The store file.
+        path: PathBuf,
+        /// The table.
+        table: &'static str,
+        /// The key in words.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A stored value could not be decoded.
+    #[error("store {path}: {table} record for {key} is corrupt: {source}")]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// The table.
+        table: &'static str,
+        /// The key in words.
+        key: String,
+        /// The cause.
+        source: DecodeError,
+    },
+    /// [`model_hash`] found no weight files.
+    #[error(
+        "no model weights in {dir}: expected *.safetensors, or *.onnx (with its .onnx.data) there \
+         or in its onnx/ folder"
+    )]
+    NoWeights {
+        /// The model directory.
+        dir: PathBuf,
+    },
+    /// A weight file (or the model directory) could not be read.
+    #[error("cannot read model weights {path}: {source}")]
+    ReadWeights {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Records to write in one transaction.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteBatch {
+    /// Task records.
+    pub tasks: Vec<TaskRecord>,
+    /// Attempt records.
+    pub attempts: Vec<AttemptRecord>,
+    /// Reflection records.
+    pub reflections: Vec<ReflectionRecord>,
+    /// Retry records.
+    pub retries: Vec<RetryRecord>,
+}
+
+impl WriteBatch {
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of records of all kinds.
+    pub fn len(&self) -> usize {
+        self.tasks.len() + self.attempts.len() + self.reflections.len() + self.retries.len()
+    }
+
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.tasks.clear();
+        self.attempts.clear();
+        self.reflections.clear();
+        self.retries.clear();
+    }
+}
+
+/// Everything stored for one task, each list in key order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskState {
+    /// The task record, once written.
+    pub task: Option<TaskRecord>,
+    /// Its attempts.
+    pub attempts: Vec<AttemptRecord>,
+    /// Its reflections, ordered by (attempt, reflection).
+    pub reflections: Vec<ReflectionRecord>,
+    /// Its retries, ordered by (attempt, reflection).
+    pub retries: Vec<RetryRecord>,
+}
+
+/// Record totals of a store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Task records.
+    pub tasks: u64,
+    /// Attempt records.
+    pub attempts: u64,
+    /// Attempts that passed.
+    pub attempts_passed: u64,
+    /// Reflection records.
+    pub reflections: u64,
+    /// Retry records.
+    pub retries: u64,
+    /// Retries that passed.
+    pub retries_passed: u64,
+}
+
+/// The run store of one run directory. Cheap to share between threads (`&Store` is `Sync`).
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+enum Insert {
+    New,
+    Same,
+}
+
+impl Store {
+    /// Creates or opens `run_dir/store.redb` (creating `run_dir` if needed). A new store records
+    /// `meta`; an existing one must have been created with an equal `meta`, else
+    /// [`StoreError::MetaMismatch`] names the first differing field.
+    pub fn open(run_dir: &Path, meta: &RunMeta) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(run_dir).map_err(|source| StoreError::CreateDir {
+            path: run_dir.to_path_buf(),
+            source,
+        })?;
+        let store = Store::open_file(run_dir.join(STORE_FILE))?;
+        let given = serde_json::to_vec(meta).map_err(|source| StoreError::MetaJson {
+            path: store.path.clone(),
+            source,
+        })?;
+        let txn = store.begin_write()?;
+        {
+            let mut table = txn.open_table(META).map_err(store.err("open meta table"))?;
+            let stored_version = read_version(&table, &store.path)?;
+            let stored_meta = table
+                .get(META_RUN)
+                .map_err(store.err("read run settings"))?
+                .map(|g| g.value().to_vec());
+            match (stored_version, stored_meta) {
+                (Some(found), _) if found != SCHEMA_VERSION => {
+                    return Err(StoreError::SchemaVersion {
+                        path: store.path.clone(),
+                        found,
+                        expected: SCHEMA_VERSION,
+                    })
+                }
+                (_, Some(bytes)) => store.compare_meta(&bytes, meta)?,
+                (_, None) => {
+                    table
+                        .insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())
+                        .map_err(store.err("write schema version"))?;
+                    table
+                        .insert(META_RUN, given.as_slice())
+                        .map_err(store.err("write run settings"))?;
+                }
+            }
+            // Create every table so that read transactions find them.
+            txn.open_table(COUNTERS).map_err(store.err("open table"))?;
+            txn.open_table(TaskRecord::TABLE)
+                .map_err(store.err("open table"))?;
+            txn.open_table(AttemptRecord::TABLE)
+                .map_err(store.err("open table"))?;
+            txn.open_table(ReflectionRecord::TABLE)
+                .map_err(store.err("open table"))?;
+            txn.open_table(RetryRecord::TABLE)
+                .map_err(store.err("open table"))?;
+        }
+        txn.commit().map_err(store.err("commit"))?;
+        Ok(store)
+    }
+
+    /// Opens the store of an existing run, whatever its settings (for export and inspection).
+    pub fn open_existing(run_dir: &Path) -> Result<Store, StoreError> {
+        let path = run_dir.join(STORE_FILE);
+        if !path.is_file() {
+            return Err(StoreError::Missing { path });
+        }
+        let store = Store::open_file(path)?;
+        let txn = store.begin_read()?;
+        let table = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Err(StoreError::Missing { path: store.path })
+            }
+            Err(e) => return Err(store.err("open meta table")(e)),
+        };
+        match read_version(&table, &store.path)? {
+            Some(SCHEMA_VERSION) => {}
+            Some(found) => {
+                return Err(StoreError::SchemaVersion {
+                    path: store.path.clone(),
+                    found,
+                    expected: SCHEMA_VERSION,
+                })
+            }
+            None => return Err(StoreError::Missing { path: store.path }),
+        }
+        drop(table);
+        drop(txn);
+        Ok(store)
+    }
+
+    fn open_file(path: PathBuf) -> Result<Store, StoreError> {
+        match Database::create(&path) {
+            Ok(db) => Ok(Store { db, path }),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked { path }),
+            Err(e) => Err(StoreError::Open {
+                path,
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// The store file, `RUN_DIR/store.redb`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The settings the run was created with.
+    pub fn meta(&self) -> Result<RunMeta, StoreError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(META).map_err(self.err("open meta table"))?;
+        let bytes = table
+            .get(META_RUN)
+            .map_err(self.err("read run settings"))?
+            .ok_or_else(|| StoreError::Missing {
+                path: self.path.clone(),
+            })?;
+        serde_json::from_slice(bytes.value()).map_err(|source| StoreError::MetaJson {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn compare_meta(&self, stored_bytes: &[u8], given: &RunMeta) -> Result<(), StoreError> {
+        let json_err = |source| StoreError::MetaJson {
+            path: self.path.clone(),
+            source,
+        };
+        let stored: RunMeta = serde_json::from_slice(stored_bytes).map_err(json_err)?;
+        if &stored == given {
+            return Ok(());
+        }
+        let stored = serde_json::to_value(&stored).map_err(json_err)?;
+        let given = serde_json::to_value(given).map_err(json_err)?;
+        let (Some(stored), Some(given)) = (stored.as_object(), given.as_object()) else {
+            return Ok(());
+        };
+        for (field, g) in given {
+            let s = stored.get(field).unwrap_or(&serde_json::Value::Null);
+            if s != g {
+                return Err(StoreError::MetaMismatch {
+                    path: self.path.clone(),
+                    field: field.clone(),
+                    stored: s.to_string(),
+                    given: g.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the whole batch in one durable transaction. A record already stored with
+    /// identical content is skipped; one stored with different content fails the batch with
+    /// [`StoreError::Conflict`] and nothing of the batch is written.
+    pub fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.validate(batch)?;
+        let txn = self.begin_write()?;
+        let mut added = [0u64; 6];
+        (added[0], _) = self.insert_all(&txn, &batch.tasks)?;
+        (added[1], added[2]) = self.insert_all(&txn, &batch.attempts)?;
+        (added[3], _) = self.insert_all(&txn, &batch.reflections)?;
+        (added[4], added[5]) = self.insert_all(&txn, &batch.retries)?;
+        if added.iter().any(|&n| n > 0) {
+            let mut counters = txn
+                .open_table(COUNTERS)
+                .map_err(self.err("open counters"))?;
+            for (name, n) in COUNTER_NAMES.iter().zip(added) {
+                if n > 0 {
+                    let current = counters
+                        .get(*name)
+                        .map_err(self.err("read counter"))?
+                        .map_or(0, |g| g.value());
+                    counters
+                        .insert(*name, current + n)
+                        .map_err(self.err("write counter"))?;
+                }
+            }
+        }
+        txn.commit().map_err(self.err("commit"))
+    }
+
+    fn validate(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let gens = batch
+            .attempts
+            .iter()
+            .map(|r| {
+                (
+                    AttemptRecord::NAME,
+                    AttemptRecord::describe(r.key()),
+                    &r.generation,
+                )
+            })
+            .chain(batch.reflections.iter().map(|r| {
+                let key = ReflectionRecord::describe(r.key());
+                (ReflectionRecord::NAME, key, &r.generation)
+            }))
+            .chain(batch.retries.iter().map(|r| {
+                (
+                    RetryRecord::NAME,
+                    RetryRecord::describe(r.key()),
+                    &r.generation,
+                )
+            }));
+        for (table, key, g) in gens {
+            if g.logprobs.len() != g.token_ids.len() {
+                return Err(StoreError::Invalid {
+                    path: self.path.clone(),
+                    table,
+                    key,
+                    detail: format!(
+                        "{} log-probs for {} token ids (must be one per token)",
+                        g.logprobs.len(),
+                        g.token_ids.len()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts records absent from the table; returns (records added, of which passed).
+    fn insert_all<T: StoredRecord>(
+        &self,
+        txn: &WriteTransaction,
+        records: &[T],
+    ) -> Result<(u64, u64), StoreError> {
+        if records.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut table = txn.open_table(T::TABLE).map_err(self.err("open table"))?;
+        let (mut added, mut passed) = (0, 0);
+        for r in records {
+            let key = r.key();
+            let value = r.encode();
+            let outcome = match table.get(key).map_err(self.err("read record"))? {
+                None => Insert::New,
+                Some(old) if old.value() == value.as_slice() => Insert::Same,
+                Some(_) => {
+                    return Err(StoreError::Conflict {
+                        path: self.path.clone(),
+                        table: T::NAME,
+                        key: T::describe(key),
+                    })
+                }
+            };
+            if let Insert::New = outcome {
+                table
+                    .insert(key, value.as_slice())
+                    .map_err(self.err("insert record"))?;
+                added += 1;
+                passed += u64::from(r.pass() == Some(true));
+            }
+        }
+        Ok((added, passed))
+    }
+
+    /// Calls `f` on every task, in task_index order, streaming from one read transaction.
+    pub fn for_each_task(
+        &self,
+        mut f: impl FnMut(TaskRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan::<TaskRecord>(&self.begin_read()?, .., &mut f)
+    }
+
+    /// Calls `f` on every attempt, in (task_index, attempt) order.
+    pub fn for_each_attempt(
+        &self,
+        mut f: impl FnMut(AttemptRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan::<AttemptRecord>(&self.begin_read()?, .., &mut f)
+    }
+
+    /// Calls `f` on every reflection, in (task_index, attempt, reflection) order.
+    pub fn for_each_reflection(
+        &self,
+        mut f: impl FnMut(ReflectionRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan::<ReflectionRecord>(&self.begin_read()?, .., &mut f)
+    }
+
+    /// Calls `f` on every retry, in (task_index, attempt, reflection) order.
+    pub fn for_each_retry(
+        &self,
+        mut f: impl FnMut(RetryRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan::<RetryRecord>(&self.begin_read()?, .., &mut f)
+    }
+
+    /// Everything stored for one task (all read in one consistent snapshot).
+    pub fn task_state(&self, task_index: u64) -> Result<TaskState, StoreError> {
+        let txn = self.begin_read()?;
+        let mut state = TaskState::default();
+        let t = task_index;
+        self.scan::<TaskRecord>(&txn, t..=t, &mut |r| {
+            state.task = Some(r);
+            Ok(())
+        })?;
+        self.scan::<AttemptRecord>(&txn, (t, 0)..=(t, u32::MAX), &mut |r| {
+            state.attempts.push(r);
+            Ok(())
+        })?;
+        let all = (t, 0, 0)..=(t, u32::MAX, u32::MAX);
+        self.scan::<ReflectionRecord>(&txn, all.clone(), &mut |r| {
+            state.reflections.push(r);
+            Ok(())
+        })?;
+        self.scan::<RetryRecord>(&txn, all, &mut |r| {
+            state.retries.push(r);
+            Ok(())
+        })?;
+        Ok(state)
+    }
+
+    /// Record totals (kept up to date by [`Store::write`], so this reads six numbers).
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        let txn = self.begin_read()?;
+        let table = txn
+            .open_table(COUNTERS)
+            .map_err(self.err("open counters"))?;
+        let mut n = [0u64; 6];
+        for (slot, name) in n.iter_mut().zip(COUNTER_NAMES) {
+            *slot = table
+                .get(name)
+                .map_err(self.err("read counter"))?
+                .map_or(0, |g| g.value());
+        }
+        Ok(Counts {
+            tasks: n[0],
+            attempts: n[1],
+            attempts_passed: n[2],
+            reflections: n[3],
+            retries: n[4],
+            retries_passed: n[5],
+        })
+    }
+
+    /// Streams the records of `range` in key order to `f`.
+    pub(crate) fn scan<T: StoredRecord>(
+        &self,
+        txn: &ReadTransaction,
+        range: impl RangeBounds<T::Key> + 'static,
+        f: &mut dyn FnMut(T) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let table = txn.open_table(T::TABLE).map_err(self.err("open table"))?;
+        for entry in table.range(range).map_err(self.err("read range"))? {
+            let (key, value) = entry.map_err(self.err("read record"))?;
+            f(self.decode::<T>(key.value(), value.value())?)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn decode<T: StoredRecord>(
+        &self,
+        key: T::Key,
+        value: &[u8],
+    ) -> Result<T, StoreError> {
+        T::decode(key, value).map_err(|source| StoreError::Corrupt {
+            path: self.path.clone(),
+            table: T::NAME,
+            key: T::describe(key),
+            source,
+        })
+    }
+
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(self.err("begin read"))
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        self.db.begin_write().map_err(self.err("begin write"))
+    }
+
+    /// Wraps a redb error with this store's path and the operation.
+    pub(crate) fn err<E: Into<redb::Error>>(
+        &self,
+        op: &'static str,
+    ) -> impl Fn(E) -> StoreError + '_ {
+        move |e| StoreError::Redb {
+            path: self.path.clone(),
+            op,
+            source: Box::new(e.into()),
+        }
+    }
+}
+
+fn read_version(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    path: &Path,
+) -> Result<Option<u64>, StoreError> {
+    let redb_err = |e: redb::StorageError| StoreError::Redb {
+        path: path.to_path_buf(),
+        op: "read schema version",
+        source: Box::new(e.into()),
+    };
+    let Some(guard) = table.get(META_SCHEMA).map_err(redb_err)? else {
+        return Ok(None);
+    };
+    match <[u8; 8]>::try_from(guard.value()) {
+        Ok(bytes) => Ok(Some(u64::from_le_bytes(bytes))),
+        Err(_) => Ok(Some(u64::MAX)),
+    }
+}
+
+/// SHA-256 (lowercase hex) of a model's weights: the bytes of its weight files concatenated in
+/// file-name order, read in 1 MiB chunks. The weight files are the `*.safetensors` in `dir`;
+/// if there are none, the `*.onnx` files and their external data (`*.onnx.data`,
+/// `*.onnx_data`) in `dir`, else in `dir/onnx`. For a single file this equals
+/// `sha256sum FILE`; for several, `cat FILES | sha256sum`.
+pub fn model_hash(dir: &Path) -> Result<String, StoreError> {
+    let files = weight_files(dir)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for path in &files {
+        let read_err = |source| StoreError::ReadWeights {
+            path: path.clone(),
+            source,
+        };
+        let mut file = File::open(path).map_err(read_err)?;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(e)),
+            };
+            hasher.update(&buf[..n]);
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let safetensors = files_with_suffix(dir, &[".safetensors"])?;
+    if !safetensors.is_empty() {
+        return Ok(safetensors);
+    }
+    for d in [dir.to_path_buf(), dir.join("onnx")] {
+        if !d.is_dir() {
+            continue;
+        }
+        let onnx = files_with_suffix(&d, &[".onnx", ".onnx.data", ".onnx_data"])?;
+        if onnx.iter().any(|p| p.to_string_lossy().ends_with(".onnx")) {
+            return Ok(onnx);
+        }
+    }
+    Err(StoreError::NoWeights {
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Regular files in `dir` whose name ends with one of `suffixes`, sorted by name.
+fn files_with_suffix(dir: &Path, suffixes: &[&str]) -> Result<Vec<PathBuf>, StoreError> {
+    let read_err = |source| StoreError::ReadWeights {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if suffixes.iter().any(|s| name.ends_with(s)) && entry.path().is_file() {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_hash_streams_safetensors_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        // SHA-256("abc"), the FIPS 180-2 test vector.
+        std::fs::write(dir.path().join("model.safetensors"), b"abc").unwrap();
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        assert_eq!(
+            model_hash(dir.path()).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn model_hash_of_onnx_folder_covers_graph_and_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let onnx = dir.path().join("onnx");
+        std::fs::create_dir(&onnx).unwrap();
+        std::fs::write(onnx.join("model.onnx"), b"a").unwrap();
+        std::fs::write(onnx.join("model.onnx.data"), b"bc").unwrap();
+        let nested = model_hash(dir.path()).unwrap();
+        // Same bytes in order "a" + "bc" = "abc".
+        assert_eq!(
+            nested,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(model_hash(&onnx).unwrap(), nested);
+        std::fs::write(onnx.join("model.onnx.data"), b"bd").unwrap();
+        assert_ne!(model_hash(&onnx).unwrap(), nested, "data file must count");
+    }
+
+    #[test]
+    fn model_hash_without_weights_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        let err = model_hash(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::NoWeights { .. }), "{err}");
+    }
+}

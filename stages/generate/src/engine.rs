@@ -1,0 +1,656 @@
+//! The sampling engine: an exported decoder in ONNX Runtime, batched decoding with the KV cache,
+//! and continuous batching.
+//!
+//! Rows are kept right-aligned in one `[batch, kv_heads, total, head_dim]` cache (left padding
+//! masked out), so every row decodes at once whatever its length. A finished row is dropped and
+//! a waiting request takes its slot at the next *refill*: new prompts are prefilled together and
+//! merged with the surviving rows into a freshly trimmed cache. Refills happen as soon as
+//! `refill_min` slots are free or dead (default batch/8, at least 1), so finished rows cost at
+//! most that many rows of compute for a few steps, and the cache never keeps columns no row uses.
+
+use crate::sampler::{sample, Rng, SamplingParams};
+use flywheel_export::runtime::{self, RuntimeError};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor as OrtTensor};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokenizers::Tokenizer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{path}: {what}")]
+    Model { path: PathBuf, what: String },
+    #[error("ONNX Runtime: {0}")]
+    Run(String),
+    #[error("request {key}: empty prompt")]
+    EmptyPrompt { key: u64 },
+    #[error("request {key}: prompt of {len} tokens exceeds the context length {max}")]
+    PromptTooLong { key: u64, len: usize, max: usize },
+    #[error("driver: {0}")]
+    Driver(String),
+}
+
+fn run_err(e: ort::Error) -> EngineError {
+    EngineError::Run(e.to_string())
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    Eos,
+    Stop,
+    Length,
+}
+
+/// One generation to run. `key` is the caller's identifier, returned with the completion.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub key: u64,
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    pub seed: u64,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub key: u64,
+    pub prompt: Vec<u32>,
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub text: String,
+    pub finish: FinishReason,
+    pub seed: u64,
+    pub started_unix_ms: u64,
+    pub seconds: f64,
+}
+
+/// Per-step figures, for progress display.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepStats {
+    pub batch: usize,
+    pub alive: usize,
+    pub new_tokens: usize,
+    pub seconds: f64,
+}
+
+/// What feeds the engine and receives its results; `complete` may make new requests available
+/// (a reflection after a failed attempt), which `next_request` then returns.
+pub trait Driver {
+    fn next_request(&mut self) -> Option<Request>;
+    fn complete(&mut self, completion: Completion) -> Result<(), String>;
+    fn on_step(&mut self, _stats: &StepStats) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads (0: its default).
+    pub threads: usize,
+    /// Refill when at least this many slots are free or dead (default: batch/8, at least 1).
+    pub refill_min: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 8,
+            threads: 0,
+            refill_min: None,
+        }
+    }
+}
+
+/// Totals of one `run`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunStats {
+    pub completions: u64,
+    pub new_tokens: u64,
+    pub prefill_tokens: u64,
+    pub steps: u64,
+    /// Row-steps spent on rows that had already finished (waiting for the next refill).
+    pub dead_row_steps: u64,
+    pub refills: u64,
+    pub seconds: f64,
+}
+
+struct Row {
+    req: Request,
+    rng: Rng,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    /// Valid cached positions (prompt + fed tokens).
+    len: usize,
+    started: Instant,
+    started_unix_ms: u64,
+    done: Option<FinishReason>,
+    /// Index of this row in the cache tensors it currently lives in.
+    slot: usize,
+}
+
+/// Model dimensions read from `genai_config.json`.
+#[derive(Debug, Clone)]
+pub struct ModelDims {
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub context: usize,
+    pub eos: Vec<u32>,
+}
+
+impl ModelDims {
+    pub fn load(dir: &Path) -> Result<Self, EngineError> {
+        let path = dir.join("genai_config.json");
+        let bad = |what: String| EngineError::Model {
+            path: path.clone(),
+            what,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let m = &v["model"];
+        let num = |x: &serde_json::Value, what: &str| {
+            x.as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| bad(format!("missing {what}")))
+        };
+        let eos = match &m["eos_token_id"] {
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect(),
+            x => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        };
+        Ok(Self {
+            layers: num(
+                &m["decoder"]["num_hidden_layers"],
+                "model.decoder.num_hidden_layers",
+            )?,
+            kv_heads: num(
+                &m["decoder"]["num_key_value_heads"],
+                "model.decoder.num_key_value_heads",
+            )?,
+            head_dim: num(&m["decoder"]["head_size"], "model.decoder.head_size")?,
+            vocab: num(&m["vocab_size"], "model.vocab_size")?,
+            context: num(&m["context_length"], "model.context_length")?,
+            eos,
+        })
+    }
+}
+
+pub struct Engine {
+    session: Session,
+    pub tokenizer: Tokenizer,
+    pub dims: ModelDims,
+    config: EngineConfig,
+    has_position_ids: bool,
+    past_names: Vec<String>,
+    present_names: Vec<String>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Engine {
+    /// Loads an exported folder (`model.onnx`, `genai_config.json`, `tokenizer.json`).
+    pub fn load(dir: &Path, config: EngineConfig) -> Result<Self, EngineError> {
+        let dims = ModelDims::load(dir)?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| EngineError::Model {
+            path: tok_path.clone(),
+            what: e.to_string(),
+        })?;
+        let session = runtime::cpu_session(&dir.join("model.onnx"), config.threads)?;
+        let names: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect();
+        let past_names: Vec<String> = (0..dims.layers)
+            .flat_map(|i| {
+                [
+                    format!("past_key_values.{i}.key"),
+                    format!("past_key_values.{i}.value"),
+                ]
+            })
+            .collect();
+        let present_names: Vec<String> = (0..dims.layers)
+            .flat_map(|i| [format!("present.{i}.key"), format!("present.{i}.value")])
+            .collect();
+        for n in past_names
+            .iter()
+            .chain(["input_ids".to_string(), "attention_mask".to_string()].iter())
+        {
+            if !names.contains(n) {
+                return Err(EngineError::Model {
+                    path: dir.join("model.onnx"),
+                    what: format!("graph has no input `{n}`"),
+                });
+            }
+        }
+        let has_position_ids = names.iter().any(|n| n == "position_ids");
+        let batch_size = config.batch_size.max(1);
+        Ok(Self {
+            session,
+            tokenizer,
+            dims,
+            config: EngineConfig {
+                batch_size,
+                ..config
+            },
+            has_position_ids,
+            past_names,
+            present_names,
+        })
+    }
+
+    fn refill_min(&self) -> usize {
+        self.config
+            .refill_min
+            .unwrap_or(self.config.batch_size / 8)
+            .clamp(1, self.config.batch_size)
+    }
+
+    /// Runs `ids`/`positions` `[b, s]`, `mask` `[b, total]` with the given past; returns the
+    /// logits of the last position of each row `[b, vocab]` and the present key/values.
+    fn forward(
+        &mut self,
+        b: usize,
+        ids: Vec<i64>,
+        positions: Vec<i64>,
+        mask: Vec<i64>,
+        past: &[DynValue],
+    ) -> Result<(Vec<f32>, Vec<DynValue>), EngineError> {
+        let s = ids.len() / b;
+        let total = mask.len() / b;
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(3 + past.len());
+        inputs.push((
+            "input_ids".into(),
+            OrtTensor::from_array((vec![b as i64, s as i64], ids))
+                .map_err(run_err)?
+                .into(),
+        ));
+        inputs.push((
+            "attention_mask".into(),
+            OrtTensor::from_array((vec![b as i64, total as i64], mask))
+                .map_err(run_err)?
+                .into(),
+        ));
+        if self.has_position_ids {
+            inputs.push((
+                "position_ids".into(),
+                OrtTensor::from_array((vec![b as i64, s as i64], positions))
+                    .map_err(run_err)?
+                    .into(),
+            ));
+        }
+        for (name, v) in self.past_names.iter().zip(past) {
+            inputs.push((name.clone(), v.into()));
+        }
+        let mut out = self.session.run(inputs).map_err(run_err)?;
+        let vocab = self.dims.vocab;
+        let logits = {
+            let v = out
+                .get("logits")
+                .ok_or_else(|| EngineError::Run("no `logits` output".into()))?;
+            let (_, data) = v.try_extract_tensor::<f32>().map_err(run_err)?;
+            if data.len() != b * s * vocab {
+                return Err(EngineError::Run(format!(
+                    "logits have {} values, expected {}",
+                    data.len(),
+                    b * s * vocab
+                )));
+            }
+            let mut last = Vec::with_capacity(b * vocab);
+            for r in 0..b {
+                let start = (r * s + s - 1) * vocab;
+                last.extend_from_slice(&data[start..start + vocab]);
+            }
+            last
+        };
+        let mut presents = Vec::with_capacity(self.present_names.len());
+        for n in &self.present_names {
+            presents.push(
+                out.remove(n)
+                    .ok_or_else(|| EngineError::Run(format!("no `{n}` output")))?,
+            );
+        }
+        Ok((logits, presents))
+    }
+
+    fn empty_past(&self, b: usize) -> Result<Vec<DynValue>, EngineError> {
+        let shape = vec![
+            b as i64,
+            self.dims.kv_heads as i64,
+            0,
+            self.dims.head_dim as i64,
+        ];
+        (0..self.past_names.len())
+            .map(|_| {
+                OrtTensor::<f32>::from_array((shape.clone(), Vec::<f32>::new()))
+                    .map(|t| t.into_dyn())
+                    .map_err(run_err)
+            })
+            .collect()
+    }
+
+    /// Samples the next token of `row` from `logits` and decides whether it is finished.
+    fn advance(&self, row: &mut Row, logits: &[f32]) {
+        let (tok, lp) = sample(logits, &row.req.params, &mut row.rng);
+        row.tokens.push(tok);
+        row.logprobs.push(lp);
+        if !row.req.params.ignore_eos && self.dims.eos.contains(&tok) {
+            row.done = Some(FinishReason::Eos);
+        } else if !row.req.params.stop.is_empty() && self.hits_stop(row) {
+            row.done = Some(FinishReason::Stop);
+        } else if row.tokens.len() >= row.req.params.max_new_tokens
+            || row.len + 1 >= self.dims.context
+        {
+            row.done = Some(FinishReason::Length);
+        }
+    }
+
+    fn hits_stop(&self, row: &Row) -> bool {
+        // Only the tail can complete a stop string: decode the last few tokens, not the whole text.
+        let tail = &row.tokens[row.tokens.len().saturating_sub(16)..];
+        let text = self.tokenizer.decode(tail, false).unwrap_or_default();
+        row.req
+            .params
+            .stop
+            .iter()
+            .any(|s| !s.is_empty() && text.contains(s.as_str()))
+    }
+
+    fn finish(&self, row: Row) -> Completion {
+        let text = self.tokenizer.decode(&row.tokens, true).unwrap_or_default();
+        Completion {
+            key: row.req.key,
+            prompt: row.req.prompt,
+            tokens: row.tokens,
+            logprobs: row.logprobs,
+            text,
+            finish: row.done.unwrap_or(FinishReason::Length),
+            seed: row.req.seed,
+            started_unix_ms: row.started_unix_ms,
+            seconds: row.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Prefills `new` requests and merges them with the unfinished `rows` into a new, trimmed
+    /// cache. Returns the rows now in the cache (slots renumbered), the cache, its length, and the
+    /// new rows that finished on their very first token (they never enter the cache).
+    fn refill(
+        &mut self,
+        rows: Vec<Row>,
+        past: Vec<DynValue>,
+        total: usize,
+        new: Vec<Request>,
+        stats: &mut RunStats,
+    ) -> Result<Batch, EngineError> {
+        let (kv, d, vocab) = (self.dims.kv_heads, self.dims.head_dim, self.dims.vocab);
+        let keep: Vec<Row> = rows.into_iter().filter(|r| r.done.is_none()).collect();
+        let mut entering = Vec::with_capacity(new.len());
+        let mut finished = Vec::new();
+        let lmax = new.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+        let mut prefill_past = Vec::new();
+        if !new.is_empty() {
+            let k = new.len();
+            let (mut ids, mut mask, mut pos) = (
+                vec![0i64; k * lmax],
+                vec![0i64; k * lmax],
+                vec![0i64; k * lmax],
+            );
+            for (r, req) in new.iter().enumerate() {
+                let pad = lmax - req.prompt.len();
+                for (j, &t) in req.prompt.iter().enumerate() {
+                    ids[r * lmax + pad + j] = i64::from(t);
+                    mask[r * lmax + pad + j] = 1;
+                    pos[r * lmax + pad + j] = j as i64;
+                }
+                stats.prefill_tokens += req.prompt.len() as u64;
+            }
+            let empty = self.empty_past(k)?;
+            let (logits, presents) = self.forward(k, ids, pos, mask, &empty)?;
+            prefill_past = presents;
+            for (slot, req) in new.into_iter().enumerate() {
+                let mut row = Row {
+                    rng: Rng::new(req.seed),
+                    len: req.prompt.len(),
+                    req,
+                    tokens: Vec::new(),
+                    logprobs: Vec::new(),
+                    started: Instant::now(),
+                    started_unix_ms: unix_ms(),
+                    done: None,
+                    slot,
+                };
+                self.advance(&mut row, &logits[slot * vocab..(slot + 1) * vocab]);
+                if row.done.is_some() {
+                    finished.push(row);
+                } else {
+                    entering.push(row);
+                }
+            }
+        }
+        let b2 = keep.len() + entering.len();
+        let t2 = keep
+            .iter()
+            .chain(&entering)
+            .map(|r| r.len)
+            .max()
+            .unwrap_or(0);
+        let mut cache = Vec::with_capacity(self.past_names.len());
+        if b2 > 0 {
+            for layer in 0..self.past_names.len() {
+                let mut buf = vec![0f32; b2 * kv * t2 * d];
+                if !keep.is_empty() {
+                    let (_, src) = past[layer].try_extract_tensor::<f32>().map_err(run_err)?;
+                    for (dst, row) in keep.iter().enumerate() {
+                        copy_row(src, row.slot, total, &mut buf, dst, t2, kv, d, row.len);
+                    }
+                }
+                if !entering.is_empty() {
+                    let (_, src) = prefill_past[layer]
+                        .try_extract_tensor::<f32>()
+                        .map_err(run_err)?;
+                    for (j, row) in entering.iter().enumerate() {
+                        copy_row(
+                            src,
+                            row.slot,
+                            lmax,
+                            &mut buf,
+                            keep.len() + j,
+                            t2,
+                            kv,
+                            d,
+                            row.len,
+                        );
+                    }
+                }
+                let t =
+                    OrtTensor::from_array((vec![b2 as i64, kv as i64, t2 as i64, d as i64], buf))
+                        .map_err(run_err)?;
+                cache.push(t.into_dyn());
+            }
+        }
+        stats.refills += 1;
+        let mut rows = keep;
+        rows.extend(entering);
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.slot = i;
+        }
+        Ok(Batch {
+            rows,
+            cache,
+            total: t2,
+            finished,
+        })
+    }
+
+    /// Runs every request the driver provides, until it has none left and all are finished.
+    pub fn run(&mut self, driver: &mut dyn Driver) -> Result<RunStats, EngineError> {
+        let start = Instant::now();
+        let mut stats = RunStats::default();
+        let mut rows: Vec<Row> = Vec::new();
+        let mut cache: Vec<DynValue> = Vec::new();
+        let mut total = 0usize;
+        let vocab = self.dims.vocab;
+        loop {
+            let alive = rows.iter().filter(|r| r.done.is_none()).count();
+            let dead = rows.len() - alive;
+            let free = self.config.batch_size - alive;
+            if alive == 0 || dead + free >= self.refill_min() {
+                let mut new = Vec::new();
+                while new.len() < free {
+                    let Some(req) = driver.next_request() else {
+                        break;
+                    };
+                    if req.prompt.is_empty() {
+                        return Err(EngineError::EmptyPrompt { key: req.key });
+                    }
+                    if req.prompt.len() >= self.dims.context {
+                        return Err(EngineError::PromptTooLong {
+                            key: req.key,
+                            len: req.prompt.len(),
+                            max: self.dims.context,
+                        });
+                    }
+                    new.push(req);
+                }
+                if new.is_empty() && alive == 0 {
+                    break;
+                }
+                if !new.is_empty() || dead > 0 {
+                    let batch = self.refill(
+                        std::mem::take(&mut rows),
+                        std::mem::take(&mut cache),
+                        total,
+                        new,
+                        &mut stats,
+                    )?;
+                    (rows, cache, total) = (batch.rows, batch.cache, batch.total);
+                    for row in batch.finished {
+                        self.report(row, driver, &mut stats)?;
+                    }
+                    if rows.is_empty() {
+                        continue;
+                    }
+                }
+            }
+            let t0 = Instant::now();
+            let b = rows.len();
+            let ids: Vec<i64> = rows
+                .iter()
+                .map(|r| r.tokens.last().map_or(0, |&t| i64::from(t)))
+                .collect();
+            let pos: Vec<i64> = rows.iter().map(|r| r.len as i64).collect();
+            let mut mask = vec![0i64; b * (total + 1)];
+            for (i, r) in rows.iter().enumerate() {
+                mask[i * (total + 1) + (total - r.len)..(i + 1) * (total + 1)].fill(1);
+            }
+            let (logits, presents) = self.forward(b, ids, pos, mask, &cache)?;
+            cache = presents;
+            total += 1;
+            let mut produced = 0;
+            let dead_now = rows.iter().filter(|r| r.done.is_some()).count();
+            for (i, row) in rows.iter_mut().enumerate() {
+                row.len += 1;
+                if row.done.is_none() {
+                    self.advance(row, &logits[i * vocab..(i + 1) * vocab]);
+                    produced += 1;
+                }
+            }
+            stats.steps += 1;
+            stats.dead_row_steps += dead_now as u64;
+            for row in rows.iter_mut() {
+                if row.done.is_some() && !row.tokens.is_empty() {
+                    // Report now; the row stays as an empty placeholder until the next refill.
+                    let placeholder = row.shallow();
+                    let finished = std::mem::replace(row, placeholder);
+                    self.report(finished, driver, &mut stats)?;
+                }
+            }
+            driver.on_step(&StepStats {
+                batch: b,
+                alive: produced,
+                new_tokens: produced,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
+        }
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    fn report(
+        &self,
+        row: Row,
+        driver: &mut dyn Driver,
+        stats: &mut RunStats,
+    ) -> Result<(), EngineError> {
+        stats.completions += 1;
+        stats.new_tokens += row.tokens.len() as u64;
+        driver
+            .complete(self.finish(row))
+            .map_err(EngineError::Driver)
+    }
+}
+
+impl Row {
+    /// The bookkeeping fields of a row, for a placeholder that keeps its cache slot.
+    fn shallow(&self) -> Row {
+        Row {
+            req: Request {
+                key: self.req.key,
+                prompt: Vec::new(),
+                params: self.req.params.clone(),
+                seed: self.req.seed,
+            },
+            rng: Rng::new(0),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            len: self.len,
+            started: self.started,
+            started_unix_ms: self.started_unix_ms,
+            done: self.done,
+            slot: self.slot,
+        }
+    }
+}
+
+/// The rows in the cache, the cache itself (one tensor per past input), its length, and rows
+/// that finished during a refill.
+struct Batch {
+    rows: Vec<Row>,
+    cache: Vec<DynValue>,
+    total: usize,
+    finished: Vec<Row>,
+}
+
+/// Copies the last `len` positions of row `src_row` (cache length `src_total`) to the last `len`
+/// positions of row `dst_row` (cache length `dst_total`), for every key/value head.
+#[allow(clippy::too_many_arguments)]
+fn copy_row(
+    src: &[f32],
+    src_row: usize,
+    src_total: usize,
+    dst: &mut [f32],
+    dst_row: usize,
+    dst_total: usize,
+    kv: usize,
+    d: usize,
+    len: usize,
+) {
+    for h in 0..kv {
+        let s = ((src_row * kv + h) * src_total + (src_total - len)) * d;
+        let t = ((dst_row * kv + h) * dst_total + (dst_total - len)) * d;
+        dst[t..t + len * d].copy_from_slice(&src[s..s + len * d]);
+    }
+}
