@@ -2,4 +2,5 @@
 //! and a `run` function returning a report, so tests call exactly what the CLI calls.
 
 pub mod commands;
+pub mod pipeline;
 pub mod store;

@@ -17,6 +17,8 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Export a model directory to an ONNX decoder folder (onnxruntime-genai layout).
     Export(commands::export::ExportArgs),
+    /// Attempts, reflections and retries on ONNX Runtime into a resumable store and Parquet.
+    Generate(commands::generate::GenerateArgs),
     /// Greedy completion of a chat prompt with the libtorch model.
     Complete(commands::complete::CompleteArgs),
     /// Run a task's verifier on given responses: one JSON verdict per input line.
@@ -53,6 +55,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export(args) => {
             let report = commands::export::run(&args)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Generate(args) => {
+            let report = commands::generate::run(&args)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Verify(args) => {

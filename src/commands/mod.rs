@@ -2,6 +2,7 @@
 
 pub mod complete;
 pub mod export;
+pub mod generate;
 pub mod import;
 pub mod verify;
 

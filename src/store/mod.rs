@@ -210,7 +210,7 @@ pub struct TaskState {
 }
 
 /// Record totals of a store.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// Task records.
     pub tasks: u64,

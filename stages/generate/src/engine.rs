@@ -26,8 +26,6 @@ pub enum EngineError {
     Run(String),
     #[error("request {key}: empty prompt")]
     EmptyPrompt { key: u64 },
-    #[error("request {key}: prompt of {len} tokens exceeds the context length {max}")]
-    PromptTooLong { key: u64, len: usize, max: usize },
     #[error("driver: {0}")]
     Driver(String),
 }
@@ -517,11 +515,21 @@ impl Engine {
                         return Err(EngineError::EmptyPrompt { key: req.key });
                     }
                     if req.prompt.len() >= self.dims.context {
-                        return Err(EngineError::PromptTooLong {
-                            key: req.key,
+                        // No room to generate: finish at once (length, no tokens) rather than
+                        // abort a whole run over one long conversation.
+                        let row = Row {
+                            rng: Rng::new(req.seed),
                             len: req.prompt.len(),
-                            max: self.dims.context,
-                        });
+                            req,
+                            tokens: Vec::new(),
+                            logprobs: Vec::new(),
+                            started: Instant::now(),
+                            started_unix_ms: unix_ms(),
+                            done: Some(FinishReason::Length),
+                            slot: 0,
+                        };
+                        self.report(row, driver, &mut stats)?;
+                        continue;
                     }
                     new.push(req);
                 }

@@ -287,7 +287,7 @@ impl ModelConfig {
             rope_theta: 10_000.0,
             rope_scaling: None,
             rope_parameters: None,
-            max_position_embeddings: 512,
+            max_position_embeddings: 4096,
             tie_word_embeddings: true,
             attention_bias: false,
             mlp_bias: None,

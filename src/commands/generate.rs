@@ -1,0 +1,268 @@
+//! `flywheel generate`: attempts, reflections and retries for a task's instances on an exported
+//! ONNX model, into `RUN_DIR/store.redb` (resumable) and `RUN_DIR/rollouts.parquet`.
+
+use crate::pipeline::{Pipeline, PipelineConfig, Tally};
+use crate::store::{self, Counts, ParquetExportError, RunMeta, Store, StoreError};
+use flywheel_datasets::task::{load_task, read_instances, InstanceError, TaskError};
+use flywheel_generate::{Engine, EngineConfig, EngineError, RunStats, SamplingParams};
+use flywheel_model::chat::{ChatError, ChatTemplate};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// A contiguous block of the input: part `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("shard {s:?} is not I/N"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard index {i:?} is not a number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard count {n:?} is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("shard {s:?}: need 0 <= I < N"));
+        }
+        Ok(Self { index, count })
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenerateArgs {
+    /// Exported ONNX model folder (`flywheel export` output: model.onnx, genai_config.json, tokenizer files).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Task: `countdown`, `function_calling`, or a path to a user task config.
+    #[arg(long)]
+    pub task: String,
+    /// Task instances (JSONL, or Parquet for Countdown).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Use only the first N instances of the input (before sharding).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Run directory: `store.redb` and `rollouts.parquet` are written there. Rerunning the same
+    /// command resumes it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// First attempts per instance (K).
+    #[arg(long, default_value_t = 1)]
+    pub attempts: u32,
+    /// Reflections per failed attempt (G); each is followed by one retry.
+    #[arg(long, default_value_t = 4)]
+    pub reflections: u32,
+    /// Rows decoded together (continuous batching refills freed rows).
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Nucleus sampling threshold (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Top-k cut-off (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Maximum new tokens per generation.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Run seed; every request's seed derives from it and the request's place in the run.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// This process's contiguous part of the input, `I/N` (0-based); the shards' Parquet files
+    /// concatenate, in shard order, into the whole run.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// ONNX Runtime intra-op threads (0: its default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error("{path}: {source}")]
+    Input {
+        path: PathBuf,
+        source: InstanceError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Parquet(#[from] ParquetExportError),
+    #[error("generation stopped: {0}")]
+    Pipeline(String),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GenerateReport {
+    pub out: PathBuf,
+    pub model_hash: String,
+    /// Instances of this shard, and the input range they cover.
+    pub tasks: u64,
+    pub first_task_index: u64,
+    /// What this invocation did.
+    pub session: Tally,
+    pub engine: RunStats,
+    /// Everything the store holds (all invocations of this run).
+    pub store: Counts,
+    pub parquet_rows: u64,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+    pub tasks_per_minute: f64,
+}
+
+pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
+    let start = Instant::now();
+    let task = load_task(&args.task)?;
+    // Validate the whole input first: a malformed line stops the run before any work.
+    let mut total = 0u64;
+    for item in read_instances(task.as_ref(), &args.input) {
+        item.map_err(|source| GenerateError::Input {
+            path: args.input.clone(),
+            source,
+        })?;
+        total += 1;
+    }
+    let n = args.limit.map_or(total, |l| l.min(total));
+    let shard = args.shard.unwrap_or(Shard { index: 0, count: 1 });
+    let (lo, hi) = (
+        n * u64::from(shard.index) / u64::from(shard.count),
+        n * (u64::from(shard.index) + 1) / u64::from(shard.count),
+    );
+
+    let model_hash = store::model_hash(&args.model)?;
+    let meta = RunMeta {
+        model_hash: model_hash.clone(),
+        model_dir: args.model.display().to_string(),
+        task: args.task.clone(),
+        input: args.input.display().to_string(),
+        attempts: args.attempts,
+        reflections: args.reflections,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k as u32,
+        max_new_tokens: args.max_new_tokens as u32,
+        seed: args.seed,
+        shard_index: shard.index,
+        shard_count: shard.count,
+        limit: args.limit,
+    };
+    let store = Store::open(&args.out, &meta)?;
+    let mut engine = Engine::load(
+        &args.model,
+        EngineConfig {
+            batch_size: args.batch_size,
+            threads: args.threads,
+            refill_min: None,
+        },
+    )?;
+    let tokenizer = engine.tokenizer.clone();
+    let template = ChatTemplate::load(&args.model)?;
+    let input = args.input.clone();
+    let instances = read_instances(task.as_ref(), &args.input)
+        .enumerate()
+        .skip(lo as usize)
+        .take((hi - lo) as usize)
+        .map(move |(i, r)| {
+            r.map(|inst| (i as u64, inst))
+                .map_err(|e| format!("{}: {e}", input.display()))
+        });
+    let config = PipelineConfig {
+        attempts: args.attempts,
+        reflections: args.reflections,
+        params: SamplingParams {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            top_k: args.top_k,
+            max_new_tokens: args.max_new_tokens,
+            stop: Vec::new(),
+            ignore_eos: false,
+        },
+        seed: args.seed,
+    };
+    let mut pipeline = Pipeline::new(
+        task.as_ref(),
+        &template,
+        &tokenizer,
+        &store,
+        config,
+        Box::new(instances),
+    );
+    let bar = (!args.quiet).then(|| progress_bar(hi - lo));
+    if let Some(bar) = bar.clone() {
+        let mut rate = 0.0f64;
+        pipeline.progress = Some(Box::new(
+            move |t: &Tally, s: &flywheel_generate::StepStats| {
+                if s.seconds > 0.0 {
+                    let r = s.new_tokens as f64 / s.seconds;
+                    rate = if rate == 0.0 { r } else { 0.9 * rate + 0.1 * r };
+                }
+                bar.set_position(t.tasks_done);
+                let pct = |a: u64, b: u64| {
+                    if b == 0 {
+                        0.0
+                    } else {
+                        100.0 * a as f64 / b as f64
+                    }
+                };
+                bar.set_message(format!(
+                    "first try {:.1}% | retry {:.1}% | {:.0} tok/s",
+                    pct(t.attempts_passed, t.attempts),
+                    pct(t.retries_passed, t.retries),
+                    rate
+                ));
+            },
+        ));
+    }
+    let engine_stats = engine.run(&mut pipeline);
+    let tally = pipeline.finish().map_err(GenerateError::Pipeline)?;
+    let engine_stats = engine_stats?;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let parquet_rows = store::export_rollouts(&store, &args.out.join(store::ROLLOUTS_FILE))?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(GenerateReport {
+        out: args.out.clone(),
+        model_hash,
+        tasks: hi - lo,
+        first_task_index: lo,
+        tokens_per_second: tally.new_tokens as f64 / engine_stats.seconds.max(1e-9),
+        tasks_per_minute: (tally.tasks_done - tally.tasks_skipped_complete) as f64
+            / (engine_stats.seconds.max(1e-9) / 60.0),
+        session: tally,
+        engine: engine_stats,
+        store: store.counts()?,
+        parquet_rows,
+        seconds,
+    })
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} tasks | {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
