@@ -3,7 +3,9 @@
 //! per configuration; the peers (transformers `generate`, onnxruntime-genai) run the same setting
 //! through `benches/peers/generate_peers.py`.
 //!
-//! Needs `.ci/setup`; the model is imported and exported into `target/bench-models/` once.
+//! Needs `.ci/setup`; the model is imported and exported into `target/bench-models/` once. Set
+//! `FLYWHEEL_BENCH_EXTRA_ONNX=DIR` to also time another graph of the same model through the same
+//! engine (e.g. the one onnxruntime-genai's model builder writes), for a graph-against-graph ratio.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flywheel_generate::{Completion, Driver, Engine, EngineConfig, Request, SamplingParams};
@@ -61,30 +63,37 @@ impl Driver for Fixed {
 }
 
 fn bench(c: &mut Criterion) {
-    let onnx = model_dir();
-    let prompt = prompt_ids(&onnx);
+    let ours = model_dir();
+    let prompt = prompt_ids(&ours);
     eprintln!("prompt: {} tokens", prompt.len());
+    let mut graphs = vec![("ours", ours)];
+    if let Some(extra) = std::env::var_os("FLYWHEEL_BENCH_EXTRA_ONNX") {
+        graphs.push(("extra", PathBuf::from(extra)));
+    }
+    for (name, onnx) in &graphs {
+        bench_graph(c, name, onnx, &prompt);
+    }
+}
+
+fn bench_graph(c: &mut Criterion, name: &str, onnx: &std::path::Path, prompt: &[u32]) {
     let params = SamplingParams {
         temperature: 1.0,
         max_new_tokens: 128,
         ignore_eos: true,
         ..Default::default()
     };
-    let mut group = c.benchmark_group("generate_smollm2_f32_cpu");
+    let mut group = c.benchmark_group(format!("generate_smollm2_f32_cpu_{name}"));
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_secs(1));
     for batch in [1usize, 32] {
-        let mut engine = Engine::load(
-            &onnx,
-            EngineConfig {
-                batch_size: batch,
-                threads: 0,
-                refill_min: None,
-            },
-        )
-        .expect("engine");
+        let config = EngineConfig {
+            batch_size: batch,
+            threads: 0,
+            refill_min: None,
+        };
+        let mut engine = Engine::load(onnx, config).expect("engine");
         group.throughput(Throughput::Elements((batch * 128) as u64));
         group.bench_function(format!("batch{batch}"), |b| {
             b.iter_custom(|iters| {
@@ -93,7 +102,7 @@ fn bench(c: &mut Criterion) {
                     let reqs = (0..batch)
                         .map(|k| Request {
                             key: k as u64,
-                            prompt: prompt.clone(),
+                            prompt: prompt.to_vec(),
                             params: params.clone(),
                             seed: i * 1000 + k as u64,
                         })
@@ -106,7 +115,7 @@ fn bench(c: &mut Criterion) {
                     engine.run(&mut d).expect("run");
                     let dt = t.elapsed();
                     eprintln!(
-                        "batch {batch}: {} new tokens in {:.2} s = {:.1} tokens/s",
+                        "{name} batch {batch}: {} new tokens in {:.2} s = {:.1} tokens/s",
                         d.tokens,
                         dt.as_secs_f64(),
                         d.tokens as f64 / dt.as_secs_f64()

@@ -66,15 +66,29 @@ fn dump(run_dir: &Path) -> Dump {
         reflections: vec![],
         retries: vec![],
     };
-    store.for_each_task(|t| Ok(d.tasks.push(t))).expect("tasks");
     store
-        .for_each_attempt(|a| Ok(d.attempts.push(a)))
+        .for_each_task(|t| {
+            d.tasks.push(t);
+            Ok(())
+        })
+        .expect("tasks");
+    store
+        .for_each_attempt(|a| {
+            d.attempts.push(a);
+            Ok(())
+        })
         .expect("attempts");
     store
-        .for_each_reflection(|r| Ok(d.reflections.push(r)))
+        .for_each_reflection(|r| {
+            d.reflections.push(r);
+            Ok(())
+        })
         .expect("reflections");
     store
-        .for_each_retry(|r| Ok(d.retries.push(r)))
+        .for_each_retry(|r| {
+            d.retries.push(r);
+            Ok(())
+        })
         .expect("retries");
     // Timings differ between runs by nature; everything else must be identical.
     for g in d
@@ -353,4 +367,15 @@ fn kill_9_and_resume_equals_uninterrupted_run() {
     assert_eq!(got.reflections.len(), want.reflections.len());
     assert_eq!(got.retries.len(), want.retries.len());
     assert_eq!(got, want);
+}
+
+#[test]
+fn readme_documents_every_parquet_column() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README");
+    let table = flywheel::store::columns_markdown();
+    assert!(
+        readme.contains(table.trim()),
+        "README's Parquet table is out of date; it must contain:\n{table}"
+    );
 }

@@ -121,7 +121,7 @@ pub const COLUMNS: &[Column] = &[
     col("reflection", ColumnType::UInt32, true, "0-based reflection number within the attempt; null for attempts"),
     col("prompt_ids", ColumnType::ListUInt32, false, "the whole context fed to the model (chat-rendered, tokenized once)"),
     col("token_ids", ColumnType::ListUInt32, false, "generated token ids exactly as sampled, including the EOS id when one ended the sequence"),
-    col("logprobs", ColumnType::ListFloat32, false, "log-prob of each sampled token under the sampling distribution; same length as `token_ids`"),
+    col("logprobs", ColumnType::ListFloat32, false, "log-prob of each sampled token under the temperature-scaled distribution over the whole vocabulary (before top-k/top-p truncation); same length as `token_ids`"),
     col("text", ColumnType::Utf8, false, "decoded generated text"),
     col("pass", ColumnType::Boolean, true, "the verifier's verdict; null for reflections"),
     col("reason", ColumnType::Utf8, true, "the verifier's reason; null for reflections"),

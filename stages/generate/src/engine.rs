@@ -12,6 +12,7 @@ use crate::sampler::{sample, Rng, SamplingParams};
 use flywheel_export::runtime::{self, RuntimeError};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor as OrtTensor};
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokenizers::Tokenizer;
@@ -567,15 +568,17 @@ impl Engine {
             let (logits, presents) = self.forward(b, ids, pos, mask, &cache)?;
             cache = presents;
             total += 1;
-            let mut produced = 0;
             let dead_now = rows.iter().filter(|r| r.done.is_some()).count();
-            for (i, row) in rows.iter_mut().enumerate() {
+            // Rows sample in parallel (each has its own generator, so results do not depend on
+            // the thread count); ONNX Runtime is idle meanwhile.
+            let this = &*self;
+            rows.par_iter_mut().enumerate().for_each(|(i, row)| {
                 row.len += 1;
                 if row.done.is_none() {
-                    self.advance(row, &logits[i * vocab..(i + 1) * vocab]);
-                    produced += 1;
+                    this.advance(row, &logits[i * vocab..(i + 1) * vocab]);
                 }
-            }
+            });
+            let produced = b - dead_now;
             stats.steps += 1;
             stats.dead_row_steps += dead_now as u64;
             for row in rows.iter_mut() {

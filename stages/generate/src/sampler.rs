@@ -82,10 +82,12 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> (u32, f
         1.0
     };
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    // Probabilities are accumulated in f64 so a 49k-entry sum does not drift.
-    let sum: f64 = logits.iter().map(|&l| (((l - max) / t) as f64).exp()).sum();
+    let inv_t = 1.0 / t;
+    // One exp per entry (f32, vectorizable), accumulated in f64 so a 49k-entry sum does not drift.
+    let weights: Vec<f32> = logits.iter().map(|&l| ((l - max) * inv_t).exp()).collect();
+    let sum: f64 = weights.iter().map(|&w| f64::from(w)).sum();
     let log_z = sum.ln();
-    let logprob = |i: usize| (((logits[i] - max) / t) as f64 - log_z) as f32;
+    let logprob = |i: usize| (f64::from((logits[i] - max) * inv_t) - log_z) as f32;
     if params.temperature <= 0.0 {
         let best = argmax(logits);
         return (best as u32, logprob(best));
@@ -96,8 +98,8 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> (u32, f
         // Inverse CDF in vocabulary order: one pass, no sort.
         let target = u * sum;
         let mut acc = 0.0;
-        for (i, &l) in logits.iter().enumerate() {
-            acc += (((l - max) / t) as f64).exp();
+        for (i, &w) in weights.iter().enumerate() {
+            acc += f64::from(w);
             if acc > target {
                 return (i as u32, logprob(i));
             }
@@ -105,7 +107,7 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> (u32, f
         let last = logits.len() - 1;
         return (last as u32, logprob(last));
     }
-    let cands = nucleus(logits, max, t, sum, params.top_k, params.top_p);
+    let cands = nucleus(logits, &weights, sum, params.top_k, params.top_p);
     let mass: f64 = cands.iter().map(|&(_, p)| p).sum();
     let target = u * mass;
     let mut acc = 0.0;
@@ -134,8 +136,7 @@ pub fn argmax(logits: &[f32]) -> usize {
 /// vocabulary, which is exact because the kept set is a prefix of the sorted order.
 fn nucleus(
     logits: &[f32],
-    max: f32,
-    t: f32,
+    weights: &[f32],
     sum: f64,
     top_k: usize,
     top_p: f32,
@@ -156,7 +157,7 @@ fn nucleus(
         let mut out = Vec::with_capacity(idx.len());
         let mut acc = 0.0;
         for i in idx {
-            let p = (((logits[i] - max) / t) as f64).exp();
+            let p = f64::from(weights[i]);
             out.push((i, p));
             acc += p;
             if acc >= f64::from(top_p) * sum {

@@ -610,3 +610,117 @@ pub mod write {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::write::{gguf, RawTensor};
+    use super::*;
+
+    fn parse(tensors: Vec<RawTensor>) -> Gguf {
+        let bytes = gguf(
+            &[("general.architecture", Value::String("llama".into()))],
+            &tensors,
+        );
+        Gguf::parse(Path::new("test.gguf"), bytes).expect("parse")
+    }
+
+    fn f16b(x: f32) -> [u8; 2] {
+        f16::from_f32(x).to_le_bytes()
+    }
+
+    #[test]
+    fn dequantizes_every_supported_type_by_hand() {
+        // Q4_0: d = 0.5; low nibble of byte j is element j, high nibble is element 16 + j.
+        let mut q40 = f16b(0.5).to_vec();
+        q40.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        // Q4_1: d = 0.25, m = -1; every byte 0x21 → low nibble 1, high nibble 2.
+        let mut q41 = f16b(0.25).to_vec();
+        q41.extend(f16b(-1.0));
+        q41.extend([0x21u8; 16]);
+        // Q8_0: d = 0.125, signed bytes.
+        let mut q80 = f16b(0.125).to_vec();
+        q80.extend([0x80u8, 0xff, 0, 1, 127]);
+        q80.extend([0u8; 27]);
+        let mut f16s = f16b(1.5).to_vec();
+        f16s.extend(f16b(-2.0));
+        let bf16s = bf16::from_f32(3.0).to_le_bytes().to_vec();
+        let f32s: Vec<u8> = [0.25f32, -7.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let t = |name: &str, dims: Vec<u64>, ty: u32, data: Vec<u8>| RawTensor {
+            name: name.into(),
+            dims,
+            ty,
+            data,
+        };
+        let g = parse(vec![
+            t("q40", vec![32], 2, q40),
+            t("q41", vec![32], 3, q41),
+            t("q80", vec![32], 8, q80),
+            t("f16", vec![2], 1, f16s),
+            t("bf16", vec![1], 30, bf16s),
+            t("f32", vec![2], 0, f32s),
+        ]);
+        let get = |n: &str| {
+            g.dequantize(g.tensor(n).expect("tensor"))
+                .expect("dequantize")
+        };
+        let q40 = get("q40");
+        assert_eq!(
+            (q40[0], q40[1], q40[15], q40[16], q40[31]),
+            (-4.0, -3.5, 3.5, 3.5, -4.0)
+        );
+        let q41 = get("q41");
+        assert_eq!(
+            (q41[0], q41[15], q41[16], q41[31]),
+            (-0.75, -0.75, -0.5, -0.5)
+        );
+        let q80 = get("q80");
+        assert_eq!(&q80[..5], &[-16.0, -0.125, 0.0, 0.125, 15.875]);
+        assert_eq!(get("f16"), vec![1.5, -2.0]);
+        assert_eq!(get("bf16"), vec![3.0]);
+        assert_eq!(get("f32"), vec![0.25, -7.0]);
+    }
+
+    #[test]
+    fn shapes_are_reversed_ggml_dims() {
+        let g = parse(vec![RawTensor {
+            name: "w".into(),
+            dims: vec![3, 2],
+            ty: 0,
+            data: vec![0; 24],
+        }]);
+        assert_eq!(g.tensor("w").expect("w").shape(), vec![2, 3]);
+    }
+
+    #[test]
+    fn lying_headers_are_errors_not_panics() {
+        let mut bytes = gguf(
+            &[],
+            &[RawTensor {
+                name: "w".into(),
+                dims: vec![4],
+                ty: 0,
+                data: vec![0; 16],
+            }],
+        );
+        // Tensor count claims 2^40 tensors.
+        bytes[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(matches!(
+            Gguf::parse(Path::new("x.gguf"), bytes),
+            Err(GgufError::Malformed { .. })
+        ));
+        // A quantized row that is not whole blocks cannot be sized, so its data is refused.
+        let g = parse(vec![RawTensor {
+            name: "odd".into(),
+            dims: vec![5],
+            ty: 2,
+            data: vec![0; 18],
+        }]);
+        assert!(matches!(
+            g.dequantize(g.tensor("odd").expect("odd")),
+            Err(GgufError::UnsupportedType { .. })
+        ));
+    }
+}
