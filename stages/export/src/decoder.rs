@@ -6,7 +6,7 @@
 //! Weights keep their Hugging Face names and `[out, in]` layout; `MatMul` reads them through a
 //! `Transpose` that ONNX Runtime folds into a constant when the session is created.
 
-use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, Elem, Graph};
+use crate::graph::{attr_int, attr_ints, value_info, Dim, Elem, Graph};
 use flywheel_model::config::ModelConfig;
 use flywheel_model::weights::RawTensor;
 use std::collections::HashMap;
@@ -252,12 +252,6 @@ pub fn build(
     elem: Elem,
 ) -> Result<(), GraphError> {
     let (kv, d) = (cfg.kv_heads() as i64, cfg.head_dim() as i64);
-    let (b, s, t, past) = (
-        Dim::Named("batch_size"),
-        Dim::Named("sequence_length"),
-        Dim::Named("total_sequence_length"),
-        Dim::Named("past_sequence_length"),
-    );
     g.inputs.push(value_info(
         "input_ids",
         Elem::I64,
@@ -272,7 +266,7 @@ pub fn build(
         ],
     ));
     g.inputs
-        .push(value_info("position_ids", Elem::I64, &[b, s]));
+        .push(value_info("position_ids", Elem::I64, &[Dim::Named("batch_size"), Dim::Named("sequence_length")]));
     for i in 0..cfg.num_hidden_layers {
         for name in [past_key(i), past_value(i)] {
             g.inputs.push(value_info(
@@ -310,7 +304,6 @@ pub fn build(
             ));
         }
     }
-    let _ = (t, past);
 
     g.set_scope("model");
     let axes_1 = g.const_i64(&[1], &[1]);
@@ -411,6 +404,5 @@ pub fn build(
             "logits",
         );
     }
-    let _ = attr_float;
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::proto::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Tensors at least this large go to the external data file; smaller ones stay inline.
 const EXTERNAL_MIN_BYTES: usize = 1024;
@@ -90,13 +90,6 @@ pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-pub fn attr_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Float as i32),
-        f: Some(v),
-        ..Default::default()
-    }
 }
 
 /// Builds a graph; initializer bytes stream to the external data file as they are added.
@@ -108,7 +101,6 @@ pub struct Graph {
     scope: String,
     counter: usize,
     data: std::io::BufWriter<std::fs::File>,
-    data_path: PathBuf,
     data_name: String,
     offset: u64,
 }
@@ -129,7 +121,6 @@ impl Graph {
             scope: String::new(),
             counter: 0,
             data: std::io::BufWriter::with_capacity(1 << 22, file),
-            data_path: data_path.to_owned(),
             data_name,
             offset: 0,
         })
@@ -246,7 +237,6 @@ impl Graph {
     pub fn finish(mut self, graph_name: &str, doc: &str) -> std::io::Result<ModelProto> {
         self.data.flush()?;
         self.data.get_ref().sync_all()?;
-        let _ = &self.data_path;
         Ok(ModelProto {
             ir_version: Some(IR_VERSION),
             opset_import: vec![OperatorSetIdProto {
