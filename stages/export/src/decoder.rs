@@ -265,8 +265,11 @@ pub fn build(
             Dim::Named("total_sequence_length"),
         ],
     ));
-    g.inputs
-        .push(value_info("position_ids", Elem::I64, &[Dim::Named("batch_size"), Dim::Named("sequence_length")]));
+    g.inputs.push(value_info(
+        "position_ids",
+        Elem::I64,
+        &[Dim::Named("batch_size"), Dim::Named("sequence_length")],
+    ));
     for i in 0..cfg.num_hidden_layers {
         for name in [past_key(i), past_value(i)] {
             g.inputs.push(value_info(

@@ -90,8 +90,6 @@ pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-}
-
 /// Builds a graph; initializer bytes stream to the external data file as they are added.
 pub struct Graph {
     pub nodes: Vec<NodeProto>,
