@@ -1,19 +1,11 @@
 //! Bad input to `flywheel import` and model loading: every case must end in a clear error naming
 //! the file and the problem, a non-zero exit, no panic, and no output directory left behind.
 
+mod common;
+
+use common::flywheel;
 use flywheel_model::gguf::{write, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn flywheel(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flywheel"))
-        .args(args)
-        .output()
-        .expect("run flywheel");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "flywheel panicked: {stderr}");
-    (out.status.code().unwrap_or(-1), stderr)
-}
 
 /// Asserts a failed import: non-zero exit, the message names `subject` and `problem`, and the
 /// output's parent holds nothing new (no output, no temporary directory).

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::flywheel;
 use flywheel::commands::export::{run, DtypeChoice, ExportArgs};
 use flywheel_model::chat::ChatTemplate;
 use flywheel_model::generate::greedy;
@@ -199,16 +200,6 @@ fn smollm2_export_matches_tch_and_genai_on_a_countdown_prompt() {
         ours,
         "onnxruntime-genai greedy differs from tch"
     );
-}
-
-fn flywheel(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flywheel"))
-        .args(args)
-        .output()
-        .expect("run flywheel");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "flywheel panicked: {stderr}");
-    (out.status.code().unwrap_or(-1), stderr)
 }
 
 #[test]

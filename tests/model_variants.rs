@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{fixtures, max_abs_diff, positions, read_safetensors};
-use flywheel_model::{KvCache, Llama};
+use common::{cached_vs_full_max_diff, fixtures, max_abs_diff, positions, read_safetensors};
+use flywheel_model::Llama;
 use tch::{Device, Kind, Tensor};
 
 const VARIANTS: [&str; 4] = ["llama_untied_bias", "llama3_rope", "qwen2", "mistral"];
@@ -64,31 +64,8 @@ fn kv_cache_decoding_equals_full_forward() {
         let (model, ids, _) = load(v);
         let ids = ids.narrow(0, 0, 1);
         let s = ids.size()[1];
-        let full = model.forward(
-            &ids,
-            &positions(s),
-            &Tensor::ones([1, s], (Kind::Int64, Device::Cpu)),
-            None,
-        );
-        let mut cache = KvCache::new(&model.config);
-        let p = 12;
-        let pre = model.forward(
-            &ids.narrow(1, 0, p),
-            &positions(p),
-            &Tensor::ones([1, p], (Kind::Int64, Device::Cpu)),
-            Some(&mut cache),
-        );
-        let mut worst = max_abs_diff(&pre, &full.narrow(1, 0, p));
-        for t in p..s {
-            let step = model.forward(
-                &ids.narrow(1, t, 1),
-                &Tensor::from_slice(&[t]).unsqueeze(0),
-                &Tensor::ones([1, t + 1], (Kind::Int64, Device::Cpu)),
-                Some(&mut cache),
-            );
-            worst = worst.max(max_abs_diff(&step, &full.narrow(1, t, 1)));
-        }
-        assert_eq!(cache.len(), s);
+        let (worst, cached) = cached_vs_full_max_diff(&model, &ids, 12);
+        assert_eq!(cached, s);
         assert!(
             worst < 1e-4,
             "{v}: cached decode differs from full forward by {worst}"

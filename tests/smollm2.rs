@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{fixtures, max_abs_diff, positions, read_safetensors};
+use common::{cached_vs_full_max_diff, fixtures, max_abs_diff, positions, read_safetensors};
 use flywheel::commands::import::{run, ImportArgs};
-use flywheel_model::{tokenizer, KvCache, Llama};
+use flywheel_model::{tokenizer, Llama};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use tch::{Device, Kind, Tensor};
@@ -156,32 +156,8 @@ fn cached_decoding_matches_full_forward_and_transformers_greedy() {
         );
         // Full forward over prompt + generated text equals the logits the cache produced.
         let all: Vec<i64> = prompt.iter().chain(&out.tokens).copied().collect();
-        let n = all.len() as i64;
         let ids = Tensor::from_slice(&all).unsqueeze(0);
-        let full = model.forward(
-            &ids,
-            &positions(n),
-            &Tensor::ones([1, n], (Kind::Int64, Device::Cpu)),
-            None,
-        );
-        let mut cache = KvCache::new(&model.config);
-        let p = prompt.len() as i64;
-        let _prefill = model.forward(
-            &ids.narrow(1, 0, p),
-            &positions(p),
-            &Tensor::ones([1, p], (Kind::Int64, Device::Cpu)),
-            Some(&mut cache),
-        );
-        let mut worst: f64 = 0.0;
-        for t in p..n {
-            let step = model.forward(
-                &ids.narrow(1, t, 1),
-                &Tensor::from_slice(&[t]).unsqueeze(0),
-                &Tensor::ones([1, t + 1], (Kind::Int64, Device::Cpu)),
-                Some(&mut cache),
-            );
-            worst = worst.max(max_abs_diff(&step, &full.narrow(1, t, 1)));
-        }
+        let (worst, _) = cached_vs_full_max_diff(&model, &ids, prompt.len() as i64);
         assert!(
             worst < 1e-3,
             "prompt {i}: cached decode differs from full forward by {worst}"

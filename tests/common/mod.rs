@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests: fixture loading and tensor comparison.
 #![allow(dead_code)]
 
+use flywheel_model::{KvCache, Llama};
 use std::path::{Path, PathBuf};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -39,4 +40,41 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// Positions `0..n` for one row, as `[1, n]`.
 pub fn positions(n: i64) -> Tensor {
     Tensor::arange(n, (Kind::Int64, tch::Device::Cpu)).unsqueeze(0)
+}
+
+/// Runs the `flywheel` binary; returns its exit code and stderr, and fails the test on a panic.
+pub fn flywheel(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flywheel"))
+        .args(args)
+        .output()
+        .expect("run flywheel");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "flywheel panicked: {stderr}");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+/// Max |Δlogit| between a full forward over `ids` (`[1, n]`) and the cached path: prefill of the
+/// first `p` tokens, then one token at a time through the KV cache. Also returns the cache length.
+pub fn cached_vs_full_max_diff(model: &Llama, ids: &Tensor, p: i64) -> (f64, i64) {
+    let n = ids.size()[1];
+    let ones = |len: i64| Tensor::ones([1, len], (Kind::Int64, Device::Cpu));
+    let full = model.forward(ids, &positions(n), &ones(n), None);
+    let mut cache = KvCache::new(&model.config);
+    let pre = model.forward(
+        &ids.narrow(1, 0, p),
+        &positions(p),
+        &ones(p),
+        Some(&mut cache),
+    );
+    let mut worst = max_abs_diff(&pre, &full.narrow(1, 0, p));
+    for t in p..n {
+        let step = model.forward(
+            &ids.narrow(1, t, 1),
+            &Tensor::from_slice(&[t]).unsqueeze(0),
+            &ones(t + 1),
+            Some(&mut cache),
+        );
+        worst = worst.max(max_abs_diff(&step, &full.narrow(1, t, 1)));
+    }
+    (worst, cache.len())
 }

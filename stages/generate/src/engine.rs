@@ -71,7 +71,6 @@ pub struct Completion {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StepStats {
     pub batch: usize,
-    pub alive: usize,
     pub new_tokens: usize,
     pub seconds: f64,
 }
@@ -420,17 +419,7 @@ impl Engine {
             let (logits, presents) = self.forward(k, ids, pos, mask, &empty)?;
             prefill_past = presents;
             for (slot, req) in new.into_iter().enumerate() {
-                let mut row = Row {
-                    rng: Rng::new(req.seed),
-                    len: req.prompt.len(),
-                    req,
-                    tokens: Vec::new(),
-                    logprobs: Vec::new(),
-                    started: Instant::now(),
-                    started_unix_ms: unix_ms(),
-                    done: None,
-                    slot,
-                };
+                let mut row = Row::new(req, slot);
                 self.advance(&mut row, &logits[slot * vocab..(slot + 1) * vocab]);
                 if row.done.is_some() {
                     finished.push(row);
@@ -518,17 +507,8 @@ impl Engine {
                     if req.prompt.len() >= self.dims.context {
                         // No room to generate: finish at once (length, no tokens) rather than
                         // abort a whole run over one long conversation.
-                        let row = Row {
-                            rng: Rng::new(req.seed),
-                            len: req.prompt.len(),
-                            req,
-                            tokens: Vec::new(),
-                            logprobs: Vec::new(),
-                            started: Instant::now(),
-                            started_unix_ms: unix_ms(),
-                            done: Some(FinishReason::Length),
-                            slot: 0,
-                        };
+                        let mut row = Row::new(req, 0);
+                        row.done = Some(FinishReason::Length);
                         self.report(row, driver, &mut stats)?;
                         continue;
                     }
@@ -591,7 +571,6 @@ impl Engine {
             }
             driver.on_step(&StepStats {
                 batch: b,
-                alive: produced,
                 new_tokens: produced,
                 seconds: t0.elapsed().as_secs_f64(),
             });
@@ -615,6 +594,21 @@ impl Engine {
 }
 
 impl Row {
+    /// A row admitted now: prompt cached (once prefilled), nothing generated yet.
+    fn new(req: Request, slot: usize) -> Row {
+        Row {
+            rng: Rng::new(req.seed),
+            len: req.prompt.len(),
+            req,
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            started: Instant::now(),
+            started_unix_ms: unix_ms(),
+            done: None,
+            slot,
+        }
+    }
+
     /// The bookkeeping fields of a row, for a placeholder that keeps its cache slot.
     fn shallow(&self) -> Row {
         Row {
