@@ -6,6 +6,7 @@
 //! Needs `.ci/setup`; the model is imported and exported into `target/bench-models/` once. Set
 //! `FLYWHEEL_BENCH_EXTRA_ONNX=DIR` to also time another graph of the same model through the same
 //! engine (e.g. the one onnxruntime-genai's model builder writes), for a graph-against-graph ratio.
+//! Both of our graphs are timed: standard operators (`ours`) and `--fused` (`ours_fused`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flywheel_generate::{Completion, Driver, Engine, EngineConfig, Request, SamplingParams};
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 /// with the template's default system message).
 pub const PROMPT: &str = "Using the numbers [19, 36, 55, 7], create an equation that equals 65. You can use basic arithmetic operations (+, -, *, /) and each number can only be used once. Show your reasoning, then give the final equation.";
 
-fn model_dir() -> PathBuf {
+/// The SmolLM2 export directories: standard operators, then fused operators.
+fn model_dirs() -> (PathBuf, PathBuf) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join("bench-models");
@@ -25,12 +27,17 @@ fn model_dir() -> PathBuf {
         flywheel_model::import::import_gguf(&flywheel_model::paths::default_gguf(), &hf, true)
             .expect("import SmolLM2 (run .ci/setup)");
     }
-    let onnx = hf.join("onnx");
-    if !onnx.join("model.onnx").is_file() {
-        flywheel_export::export(&hf, &onnx, flywheel_export::ExportDtype::F32, true)
-            .expect("export");
-    }
-    onnx
+    let export = |name: &str, options: flywheel_export::ExportOptions| {
+        let onnx = hf.join(name);
+        if !onnx.join("model.onnx").is_file() {
+            flywheel_export::export(&hf, &onnx, &options, true).expect("export");
+        }
+        onnx
+    };
+    (
+        export("onnx", flywheel_export::ExportOptions::f32()),
+        export("onnx-fused", flywheel_export::ExportOptions::fused()),
+    )
 }
 
 fn prompt_ids(onnx: &std::path::Path) -> Vec<u32> {
@@ -63,10 +70,10 @@ impl Driver for Fixed {
 }
 
 fn bench(c: &mut Criterion) {
-    let ours = model_dir();
+    let (ours, fused) = model_dirs();
     let prompt = prompt_ids(&ours);
     eprintln!("prompt: {} tokens", prompt.len());
-    let mut graphs = vec![("ours", ours)];
+    let mut graphs = vec![("ours", ours), ("ours_fused", fused)];
     if let Some(extra) = std::env::var_os("FLYWHEEL_BENCH_EXTRA_ONNX") {
         graphs.push(("extra", PathBuf::from(extra)));
     }

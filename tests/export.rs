@@ -18,6 +18,7 @@ fn args(model: &Path, out: &Path) -> ExportArgs {
         model: model.to_owned(),
         out: Some(out.to_owned()),
         dtype: DtypeChoice::F32,
+        fused: false,
         force: false,
         check: true,
         threads: 0,
@@ -85,6 +86,69 @@ fn tiny_model_export_matches_tch_within_1e4() {
     .expect("json");
     assert_eq!(genai["model"]["decoder"]["num_key_value_heads"], 2);
     assert_eq!(genai["model"]["vocab_size"], 264);
+}
+
+/// The fused-operator graph: same parity bound, loads in onnxruntime-genai with the same greedy
+/// output, and really is built from ONNX Runtime's fused operators.
+#[test]
+fn tiny_model_fused_export_matches_tch_and_genai() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("tiny");
+    tiny::create(&m, 5).expect("tiny");
+    let out = dir.path().join("onnx");
+    let report = run(&ExportArgs {
+        fused: true,
+        ..args(&m, &out)
+    })
+    .expect("export");
+    let parity = report.parity.expect("parity report");
+    eprintln!(
+        "tiny fused: prefill {:.2e} decode {:.2e}",
+        parity.prefill_max_abs_diff, parity.decode_max_abs_diff
+    );
+    assert!(
+        parity.max_abs_diff() < 1e-4 && parity.greedy_identical,
+        "{parity:?}"
+    );
+    let graph = std::fs::read(out.join("model.onnx")).expect("model.onnx");
+    for op in [
+        "GroupQueryAttention",
+        "RotaryEmbedding",
+        "SkipSimplifiedLayerNormalization",
+        "com.microsoft",
+    ] {
+        assert!(
+            graph.windows(op.len()).any(|w| w == op.as_bytes()),
+            "{op} missing from the fused graph"
+        );
+    }
+    assert!(
+        !graph.windows(7).any(|w| w == b"Softmax"),
+        "the fused graph still has a standard attention"
+    );
+    let model = Llama::load(&m, Device::Cpu, Kind::Float).expect("load");
+    let prompt: Vec<i64> = (0..19).map(|i| (i * 13 + 5) % 256).collect();
+    let ours = greedy(&model, &prompt, 24, &[]).tokens;
+    assert_eq!(genai_greedy(&out, &prompt, 24), ours);
+}
+
+#[test]
+fn fused_export_refuses_an_unsupported_head_size_cleanly() {
+    // The variants have head size 8; ONNX Runtime's GroupQueryAttention needs a multiple of 16.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = common::fixtures().join("hf_variants").join("mistral");
+    let out = dir.path().join("onnx");
+    let err = run(&ExportArgs {
+        fused: true,
+        ..args(&src, &out)
+    })
+    .expect_err("head size 8 cannot be fused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("multiple of 16") && msg.contains("is 8"),
+        "{msg}"
+    );
+    assert!(!out.exists(), "nothing may be left behind");
 }
 
 #[test]
@@ -199,6 +263,24 @@ fn smollm2_export_matches_tch_and_genai_on_a_countdown_prompt() {
         genai_greedy(&out, &prompt, 32),
         ours,
         "onnxruntime-genai greedy differs from tch"
+    );
+
+    let fused = m.join("onnx-fused");
+    let report = run(&ExportArgs {
+        fused: true,
+        ..args(&m, &fused)
+    })
+    .expect("fused export");
+    let p = report.parity.expect("parity");
+    eprintln!(
+        "smollm2 fused: prefill {:.2e} decode {:.2e}",
+        p.prefill_max_abs_diff, p.decode_max_abs_diff
+    );
+    assert!(p.max_abs_diff() < 1e-3 && p.greedy_identical, "{p:?}");
+    assert_eq!(
+        genai_greedy(&fused, &prompt, 32),
+        ours,
+        "onnxruntime-genai greedy on the fused graph differs from tch"
     );
 }
 

@@ -21,7 +21,7 @@ fn model() -> &'static Path {
         flywheel_export::export(
             &m,
             &root.join("onnx"),
-            flywheel_export::ExportDtype::F32,
+            &flywheel_export::ExportOptions::f32(),
             false,
         )
         .expect("export");

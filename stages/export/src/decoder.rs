@@ -5,8 +5,12 @@
 //!
 //! Weights keep their Hugging Face names and `[out, in]` layout; `MatMul` reads them through a
 //! `Transpose` that ONNX Runtime folds into a constant when the session is created.
+//!
+//! [`Ops::Fused`] swaps attention and the norms for ONNX Runtime's fused operators
+//! (`RotaryEmbedding`, `GroupQueryAttention`, `SkipSimplifiedLayerNormalization`) with the same
+//! inputs and outputs: faster in ONNX Runtime, but no longer a standard-only graph.
 
-use crate::graph::{attr_int, attr_ints, value_info, Dim, Elem, Graph};
+use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, Elem, Graph};
 use flywheel_model::config::ModelConfig;
 use flywheel_model::weights::RawTensor;
 use std::collections::HashMap;
@@ -24,6 +28,31 @@ pub enum GraphError {
     },
     #[error("writing external data: {0}")]
     Io(#[from] std::io::Error),
+    #[error("fused operators: {0}")]
+    Unfusable(String),
+}
+
+/// Which operators the graph is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ops {
+    /// Standard ONNX operators only (opset 17); valid under `onnx.checker`.
+    #[default]
+    Standard,
+    /// ONNX Runtime's `com.microsoft` fused operators for attention and norms.
+    Fused,
+}
+
+/// The tensors every layer's attention reads, built once.
+struct AttnInputs {
+    /// Additive mask `[b, 1, s, t]` (f32 for the standard path, the model dtype when fused).
+    mask: String,
+    /// Standard path: rotary tables `[b, 1, s, d]`.
+    cos: String,
+    sin: String,
+    /// Fused path: rotary caches `[max_positions, d/2]`, `seqlens_k` and `total_sequence_length`.
+    seqlens_k: String,
+    total_len: String,
 }
 
 pub fn past_key(i: usize) -> String {
@@ -52,6 +81,7 @@ struct Builder<'a> {
     cfg: &'a ModelConfig,
     weights: &'a HashMap<String, Tensor>,
     elem: Elem,
+    ops: Ops,
     // Shared constants.
     axes_1: String,
     axes_2: String,
@@ -169,26 +199,79 @@ impl Builder<'_> {
         self.g.op("Reshape", &[&e, &shape], vec![])
     }
 
-    fn layer(
+    /// Self-attention of layer `i` on the normed input `h`, up to and including `o_proj`.
+    fn attention(&mut self, i: usize, h: &str, a: &AttnInputs) -> Result<String, GraphError> {
+        let cfg = self.cfg;
+        let p = format!("model.layers.{i}.self_attn");
+        self.g.set_scope(&p);
+        let q = self.linear(h, &format!("{p}.q_proj"), cfg.qkv_bias())?;
+        let k = self.linear(h, &format!("{p}.k_proj"), cfg.qkv_bias())?;
+        let v = self.linear(h, &format!("{p}.v_proj"), cfg.qkv_bias())?;
+        let scale = 1.0 / (cfg.head_dim() as f32).sqrt();
+        let y = match self.ops {
+            Ops::Fused => {
+                let rotary = |g: &mut Graph, x: &str, heads: usize| {
+                    g.contrib(
+                        "RotaryEmbedding",
+                        &[x, "position_ids", &a.cos, &a.sin],
+                        vec![
+                            attr_int("num_heads", heads as i64),
+                            attr_int("interleaved", 0),
+                        ],
+                        1,
+                    )
+                    .remove(0)
+                };
+                let q = rotary(self.g, &q, cfg.num_attention_heads);
+                let k = rotary(self.g, &k, cfg.kv_heads());
+                // Rotation happens above, with the true positions: GQA's own rotary ignores
+                // `position_ids` on a first prompt, which would shift left-padded rows.
+                let out = self.g.fresh_name("GroupQueryAttention_output");
+                self.g.contrib_to(
+                    "GroupQueryAttention",
+                    &[
+                        &q,
+                        &k,
+                        &v,
+                        &past_key(i),
+                        &past_value(i),
+                        &a.seqlens_k,
+                        &a.total_len,
+                        "",
+                        "",
+                        "",
+                        &a.mask,
+                    ],
+                    vec![
+                        attr_int("num_heads", cfg.num_attention_heads as i64),
+                        attr_int("kv_num_heads", cfg.kv_heads() as i64),
+                        attr_float("scale", scale),
+                        attr_int("do_rotary", 0),
+                    ],
+                    &[out.clone(), present_key(i), present_value(i)],
+                );
+                out
+            }
+            Ops::Standard => self.attention_standard(i, &q, &k, &v, scale, a),
+        };
+        self.linear(&y, &format!("{p}.o_proj"), cfg.o_bias())
+    }
+
+    fn attention_standard(
         &mut self,
         i: usize,
-        x: &str,
-        cos: &str,
-        sin: &str,
-        mask: &str,
-    ) -> Result<String, GraphError> {
+        q: &str,
+        k: &str,
+        v: &str,
+        scale: f32,
+        a: &AttnInputs,
+    ) -> String {
         let cfg = self.cfg;
-        let p = format!("model.layers.{i}");
-        self.g.set_scope(format!("{p}.self_attn"));
-        let h = self.rms_norm(x, &format!("{p}.input_layernorm"))?;
-        let q = self.linear(&h, &format!("{p}.self_attn.q_proj"), cfg.qkv_bias())?;
-        let k = self.linear(&h, &format!("{p}.self_attn.k_proj"), cfg.qkv_bias())?;
-        let v = self.linear(&h, &format!("{p}.self_attn.v_proj"), cfg.qkv_bias())?;
-        let q = self.heads(&q, cfg.num_attention_heads);
-        let k = self.heads(&k, cfg.kv_heads());
-        let v = self.heads(&v, cfg.kv_heads());
-        let q = self.rope(&q, cos, sin);
-        let k = self.rope(&k, cos, sin);
+        let q = self.heads(q, cfg.num_attention_heads);
+        let k = self.heads(k, cfg.kv_heads());
+        let v = self.heads(v, cfg.kv_heads());
+        let q = self.rope(&q, &a.cos, &a.sin);
+        let k = self.rope(&k, &a.cos, &a.sin);
         let pk = self.g.op_to(
             "Concat",
             &[&past_key(i), &k],
@@ -207,15 +290,13 @@ impl Builder<'_> {
             .g
             .op("Transpose", &[&ke], vec![attr_ints("perm", &[0, 1, 3, 2])]);
         let scores = self.g.op("MatMul", &[&q, &kt], vec![]);
-        let scale = self
-            .g
-            .const_scalar(self.elem, 1.0 / (cfg.head_dim() as f32).sqrt());
+        let scale = self.g.const_scalar(self.elem, scale);
         let mut scores = self.g.op("Mul", &[&scores, &scale], vec![]);
         // Masking and softmax in f32 whatever the model dtype.
         if self.elem != Elem::F32 {
             scores = self.cast(&scores, Elem::F32);
         }
-        let masked = self.g.op("Add", &[&scores, mask], vec![]);
+        let masked = self.g.op("Add", &[&scores, &a.mask], vec![]);
         let mut probs = self.g.op("Softmax", &[&masked], vec![attr_int("axis", -1)]);
         if self.elem != Elem::F32 {
             probs = self.cast(&probs, self.elem);
@@ -228,19 +309,39 @@ impl Builder<'_> {
             &[0, 0, (cfg.num_attention_heads * cfg.head_dim()) as i64],
             &[3],
         );
-        let y = self.g.op("Reshape", &[&y, &merge], vec![]);
-        let o = self.linear(&y, &format!("{p}.self_attn.o_proj"), cfg.o_bias())?;
-        let x = self.g.op("Add", &[x, &o], vec![]);
+        self.g.op("Reshape", &[&y, &merge], vec![])
+    }
 
-        self.g.set_scope(format!("{p}.mlp"));
-        let h = self.rms_norm(&x, &format!("{p}.post_attention_layernorm"))?;
-        let gate = self.linear(&h, &format!("{p}.mlp.gate_proj"), cfg.mlp_bias())?;
-        let up = self.linear(&h, &format!("{p}.mlp.up_proj"), cfg.mlp_bias())?;
+    /// The SwiGLU MLP of layer `i` on the normed input `h`.
+    fn mlp(&mut self, i: usize, h: &str) -> Result<String, GraphError> {
+        let p = format!("model.layers.{i}.mlp");
+        self.g.set_scope(&p);
+        let bias = self.cfg.mlp_bias();
+        let gate = self.linear(h, &format!("{p}.gate_proj"), bias)?;
+        let up = self.linear(h, &format!("{p}.up_proj"), bias)?;
         let sig = self.g.op("Sigmoid", &[&gate], vec![]);
         let act = self.g.op("Mul", &[&gate, &sig], vec![]);
         let prod = self.g.op("Mul", &[&act, &up], vec![]);
-        let down = self.linear(&prod, &format!("{p}.mlp.down_proj"), cfg.mlp_bias())?;
-        Ok(self.g.op("Add", &[&x, &down], vec![]))
+        self.linear(&prod, &format!("{p}.down_proj"), bias)
+    }
+
+    /// `(x + y, rms_norm(x + y))`: one `SkipSimplifiedLayerNormalization` when fused.
+    fn add_norm(&mut self, x: &str, y: &str, norm: &str) -> Result<(String, String), GraphError> {
+        if self.ops == Ops::Standard {
+            let sum = self.g.op("Add", &[x, y], vec![]);
+            let normed = self.rms_norm(&sum, norm)?;
+            return Ok((sum, normed));
+        }
+        let w = self.weight(&format!("{norm}.weight"))?;
+        let normed = self.g.fresh_name("SkipSimplifiedLayerNormalization_output");
+        let sum = self.g.fresh_name("SkipSimplifiedLayerNormalization_sum");
+        self.g.contrib_to(
+            "SkipSimplifiedLayerNormalization",
+            &[y, x, &w],
+            vec![attr_float("epsilon", self.cfg.rms_norm_eps as f32)],
+            &[normed.clone(), String::new(), String::new(), sum.clone()],
+        );
+        Ok((sum, normed))
     }
 }
 
@@ -250,8 +351,17 @@ pub fn build(
     cfg: &ModelConfig,
     weights: &HashMap<String, Tensor>,
     elem: Elem,
+    ops: Ops,
 ) -> Result<(), GraphError> {
     let (kv, d) = (cfg.kv_heads() as i64, cfg.head_dim() as i64);
+    // ONNX Runtime's CPU GroupQueryAttention kernel refuses other head sizes.
+    if ops == Ops::Fused && !cfg.head_dim().is_multiple_of(16) {
+        return Err(GraphError::Unfusable(format!(
+            "GroupQueryAttention needs a head size that is a multiple of 16, this model's is {}; \
+             export without --fused",
+            cfg.head_dim()
+        )));
+    }
     g.inputs.push(value_info(
         "input_ids",
         Elem::I64,
@@ -318,16 +428,75 @@ pub fn build(
         cfg,
         weights,
         elem,
+        ops,
         axes_1,
         axes_2,
         two,
         eps,
     };
+    let attn = attention_inputs(&mut bld)?;
 
-    // Additive mask [b, 1, s, t]: causal over absolute positions (queries sit at the end of the
-    // total sequence) and padding from attention_mask. Finite minimum, never -inf, so fully
-    // masked padding rows stay finite (as in the tch model).
+    let embed = bld.weight("model.embed_tokens.weight")?;
+    let x = bld
+        .g
+        .op("Gather", &[&embed, "input_ids"], vec![attr_int("axis", 0)]);
+    // The residual stream `x` and its normed copy `h` for the next sublayer.
+    let mut h = bld.rms_norm(&x, "model.layers.0.input_layernorm")?;
+    let mut x = x;
+    for i in 0..cfg.num_hidden_layers {
+        let o = bld.attention(i, &h, &attn)?;
+        (x, h) = bld.add_norm(
+            &x,
+            &o,
+            &format!("model.layers.{i}.post_attention_layernorm"),
+        )?;
+        let m = bld.mlp(i, &h)?;
+        let next = if i + 1 < cfg.num_hidden_layers {
+            format!("model.layers.{}.input_layernorm", i + 1)
+        } else {
+            "model.norm".to_owned()
+        };
+        (x, h) = bld.add_norm(&x, &m, &next)?;
+    }
+    bld.g.set_scope("model");
+    let head = if cfg.tie_word_embeddings {
+        embed
+    } else {
+        bld.weight("lm_head.weight")?
+    };
+    let head_t = bld
+        .g
+        .op("Transpose", &[&head], vec![attr_ints("perm", &[1, 0])]);
+    if elem == Elem::F32 {
+        bld.g.op_to("MatMul", &[&h, &head_t], vec![], "logits");
+    } else {
+        let l = bld.g.op("MatMul", &[&h, &head_t], vec![]);
+        bld.g.op_to(
+            "Cast",
+            &[&l],
+            vec![attr_int("to", Elem::F32.onnx() as i64)],
+            "logits",
+        );
+    }
+    Ok(())
+}
+
+/// The smallest finite value of `elem`, for additive masks (never -inf, so fully masked padding
+/// rows stay finite, as in the tch model).
+fn finite_min(elem: Elem) -> f32 {
+    match elem {
+        Elem::F16 => half::f16::MIN.to_f32(),
+        Elem::Bf16 => half::bf16::MIN.to_f32(),
+        _ => f32::MIN,
+    }
+}
+
+/// The mask and rotary inputs shared by all layers.
+fn attention_inputs(bld: &mut Builder) -> Result<AttnInputs, GraphError> {
+    let (cfg, elem, ops) = (bld.cfg, bld.elem, bld.ops);
     let g = &mut *bld.g;
+    // Additive mask [b, 1, s, t]: causal over absolute positions (queries sit at the end of the
+    // total sequence) and padding from attention_mask.
     let one_idx = g.const_i64(&[1], &[]);
     let zero = g.const_i64(&[0], &[]);
     let one = g.const_i64(&[1], &[]);
@@ -355,12 +524,42 @@ pub fn build(
     let axes_12 = g.const_i64(&[1, 2], &[2]);
     let pad = g.op("Unsqueeze", &[&pad, &axes_12], vec![]);
     let keep = g.op("And", &[&causal, &pad], vec![]);
-    let zero_f = g.const_scalar(Elem::F32, 0.0);
-    let min_f = g.const_scalar(Elem::F32, f32::MIN);
+    // The standard path adds the mask to f32 scores; GroupQueryAttention wants the model dtype.
+    let mask_elem = if ops == Ops::Fused { elem } else { Elem::F32 };
+    let zero_f = g.const_scalar(mask_elem, 0.0);
+    let min_f = g.const_scalar(mask_elem, finite_min(mask_elem));
     let mask = g.op("Where", &[&keep, &zero_f, &min_f], vec![]);
 
+    let inv: Vec<f64> = cfg.inv_freq();
+    if ops == Ops::Fused {
+        // Every row is right-aligned to the full length; padding is masked by the bias above.
+        let batch = g.op("Gather", &[&shape_ids, &axes_0], vec![attr_int("axis", 0)]);
+        let last = g.op("Sub", &[&total, &one], vec![]);
+        let last = g.op("Expand", &[&last, &batch], vec![]);
+        let i32_ = attr_int("to", Elem::I32.onnx() as i64);
+        let seqlens_k = g.op("Cast", &[&last], vec![i32_.clone()]);
+        let total_len = g.op("Cast", &[&total], vec![i32_]);
+        // Rotary caches [positions, d/2] for RotaryEmbedding, computed in f64.
+        let n = cfg.max_position_embeddings.max(1);
+        let table = |f: fn(f64) -> f64| -> Vec<f32> {
+            (0..n)
+                .flat_map(|p| inv.iter().map(move |w| f(p as f64 * w) as f32))
+                .collect()
+        };
+        let dims = [n as i64, inv.len() as i64];
+        let cos = cache(g, "rotary.cos_cache", elem, &dims, &table(f64::cos))?;
+        let sin = cache(g, "rotary.sin_cache", elem, &dims, &table(f64::sin))?;
+        return Ok(AttnInputs {
+            mask,
+            cos,
+            sin,
+            seqlens_k,
+            total_len,
+        });
+    }
+
     // Rotary tables [b, 1, s, d] from position ids, in f32 like the tch model.
-    let inv: Vec<f32> = cfg.inv_freq().into_iter().map(|f| f as f32).collect();
+    let inv: Vec<f32> = inv.into_iter().map(|f| f as f32).collect();
     let inv_freq = g.const_f32(&inv, &[inv.len() as i64]);
     let pos = g.op(
         "Cast",
@@ -378,34 +577,33 @@ pub fn build(
         cos = bld.cast(&cos, elem);
         sin = bld.cast(&sin, elem);
     }
+    Ok(AttnInputs {
+        mask,
+        cos,
+        sin,
+        seqlens_k: String::new(),
+        total_len: String::new(),
+    })
+}
 
-    let embed = bld.weight("model.embed_tokens.weight")?;
-    let mut x = bld
-        .g
-        .op("Gather", &[&embed, "input_ids"], vec![attr_int("axis", 0)]);
-    for i in 0..cfg.num_hidden_layers {
-        x = bld.layer(i, &x, &cos, &sin, &mask)?;
-    }
-    bld.g.set_scope("model");
-    let h = bld.rms_norm(&x, "model.norm")?;
-    let head = if cfg.tie_word_embeddings {
-        embed
-    } else {
-        bld.weight("lm_head.weight")?
+/// A constant table stored as an initializer in `elem`.
+fn cache(
+    g: &mut Graph,
+    name: &str,
+    elem: Elem,
+    dims: &[i64],
+    values: &[f32],
+) -> Result<String, GraphError> {
+    let bytes: Vec<u8> = match elem {
+        Elem::F16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        Elem::Bf16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     };
-    let head_t = bld
-        .g
-        .op("Transpose", &[&head], vec![attr_ints("perm", &[1, 0])]);
-    if elem == Elem::F32 {
-        bld.g.op_to("MatMul", &[&h, &head_t], vec![], "logits");
-    } else {
-        let l = bld.g.op("MatMul", &[&h, &head_t], vec![]);
-        bld.g.op_to(
-            "Cast",
-            &[&l],
-            vec![attr_int("to", Elem::F32.onnx() as i64)],
-            "logits",
-        );
-    }
-    Ok(())
+    Ok(g.initializer(name, elem, dims, &bytes)?)
 }

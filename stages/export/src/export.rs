@@ -1,7 +1,7 @@
 //! `export`: a model directory → an onnxruntime-genai model folder (`model.onnx`,
 //! `model.onnx.data`, `genai_config.json`, tokenizer files), written atomically.
 
-use crate::decoder::{self, GraphError};
+use crate::decoder::{self, GraphError, Ops};
 use crate::graph::{Elem, Graph};
 use flywheel_model::atomic::{self, AtomicDirError};
 use flywheel_model::config::ModelConfig;
@@ -48,11 +48,31 @@ impl ExportDtype {
     }
 }
 
+/// What to export.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ExportOptions {
+    pub dtype: ExportDtype,
+    pub ops: Ops,
+}
+
+impl ExportOptions {
+    pub fn f32() -> Self {
+        Self::default()
+    }
+    pub fn fused() -> Self {
+        Self {
+            ops: Ops::Fused,
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ExportReport {
     pub model: PathBuf,
     pub out: PathBuf,
     pub dtype: ExportDtype,
+    pub ops: Ops,
     pub nodes: usize,
     pub initializers: usize,
     pub onnx_bytes: u64,
@@ -119,9 +139,10 @@ pub fn genai_config(cfg: &ModelConfig) -> serde_json::Value {
 pub fn export(
     model: &Path,
     out: &Path,
-    dtype: ExportDtype,
+    options: &ExportOptions,
     force: bool,
 ) -> Result<ExportReport, ExportError> {
+    let ExportOptions { dtype, ops } = *options;
     let start = Instant::now();
     if out.exists() && !force {
         return Err(AtomicDirError::Exists {
@@ -140,7 +161,7 @@ pub fn export(
         atomic::write_dir(out, force, |dir| -> Result<_, ExportError> {
             let data_path = dir.join("model.onnx.data");
             let mut g = Graph::new(&data_path).map_err(io(&data_path))?;
-            decoder::build(&mut g, &cfg, &weights, dtype.elem())?;
+            decoder::build(&mut g, &cfg, &weights, dtype.elem(), ops)?;
             let proto = g
                 .finish(
                     "flywheel_decoder",
@@ -171,6 +192,7 @@ pub fn export(
         model: model.to_owned(),
         out: out.to_owned(),
         dtype,
+        ops,
         nodes,
         initializers,
         onnx_bytes,

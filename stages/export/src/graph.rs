@@ -19,6 +19,8 @@ const ALIGN: u64 = 4096;
 
 pub const OPSET: i64 = 17;
 pub const IR_VERSION: i64 = 8;
+/// ONNX Runtime's domain of fused operators.
+pub const CONTRIB_DOMAIN: &str = "com.microsoft";
 
 /// ONNX element types used by the exporter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,7 @@ pub enum Elem {
     F16,
     Bf16,
     I64,
+    I32,
     Bool,
 }
 
@@ -37,6 +40,7 @@ impl Elem {
             Self::F16 => DataType::Float16,
             Self::Bf16 => DataType::Bfloat16,
             Self::I64 => DataType::Int64,
+            Self::I32 => DataType::Int32,
             Self::Bool => DataType::Bool,
         }) as i32
     }
@@ -81,6 +85,15 @@ pub fn attr_int(name: &str, v: i64) -> AttributeProto {
     }
 }
 
+pub fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(v),
+        ..Default::default()
+    }
+}
+
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
@@ -98,6 +111,8 @@ pub struct Graph {
     pub outputs: Vec<ValueInfoProto>,
     scope: String,
     counter: usize,
+    /// Whether a node of ONNX Runtime's `com.microsoft` domain was added.
+    uses_contrib: bool,
     data: std::io::BufWriter<std::fs::File>,
     data_name: String,
     offset: u64,
@@ -118,6 +133,7 @@ impl Graph {
             outputs: Vec::new(),
             scope: String::new(),
             counter: 0,
+            uses_contrib: false,
             data: std::io::BufWriter::with_capacity(1 << 22, file),
             data_name,
             offset: 0,
@@ -129,7 +145,7 @@ impl Graph {
         self.scope = scope.into();
     }
 
-    fn fresh(&mut self, what: &str) -> String {
+    pub fn fresh_name(&mut self, what: &str) -> String {
         self.counter += 1;
         format!("/{}/{what}_{}", self.scope, self.counter)
     }
@@ -142,7 +158,7 @@ impl Graph {
         attrs: Vec<AttributeProto>,
         out: &str,
     ) -> String {
-        let name = self.fresh(op);
+        let name = self.fresh_name(op);
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| (*s).to_owned()).collect(),
             output: vec![out.to_owned()],
@@ -154,9 +170,46 @@ impl Graph {
         out.to_owned()
     }
 
+    /// Adds a node of ONNX Runtime's contrib domain (`com.microsoft`) with `outputs` generated
+    /// output names (an empty string in `inputs` skips an optional input), returning them.
+    pub fn contrib(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        outputs: usize,
+    ) -> Vec<String> {
+        let outs: Vec<String> = (0..outputs)
+            .map(|i| self.fresh_name(&format!("{op}_output{i}")))
+            .collect();
+        self.contrib_to(op, inputs, attrs, &outs);
+        outs
+    }
+
+    /// [`Graph::contrib`] with given output names (an empty name skips an optional output).
+    pub fn contrib_to(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        outputs: &[String],
+    ) {
+        let name = self.fresh_name(op);
+        self.uses_contrib = true;
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+            output: outputs.to_vec(),
+            name: Some(name),
+            op_type: Some(op.to_owned()),
+            domain: Some(CONTRIB_DOMAIN.to_owned()),
+            attribute: attrs,
+            ..Default::default()
+        });
+    }
+
     /// Adds a node with one generated output name.
     pub fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
-        let out = self.fresh(&format!("{op}_output"));
+        let out = self.fresh_name(&format!("{op}_output"));
         self.op_to(op, inputs, attrs, &out)
     }
 
@@ -198,20 +251,20 @@ impl Graph {
     }
 
     pub fn const_i64(&mut self, values: &[i64], dims: &[i64]) -> String {
-        let name = self.fresh("const_i64");
+        let name = self.fresh_name("const_i64");
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.inline(&name, Elem::I64, dims, bytes)
     }
 
     pub fn const_f32(&mut self, values: &[f32], dims: &[i64]) -> String {
-        let name = self.fresh("const_f32");
+        let name = self.fresh_name("const_f32");
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.inline(&name, Elem::F32, dims, bytes)
     }
 
     /// A scalar of a floating type (`value` rounded to that type).
     pub fn const_scalar(&mut self, elem: Elem, value: f32) -> String {
-        let name = self.fresh("const_scalar");
+        let name = self.fresh_name("const_scalar");
         let bytes = match elem {
             Elem::F16 => half::f16::from_f32(value).to_le_bytes().to_vec(),
             Elem::Bf16 => half::bf16::from_f32(value).to_le_bytes().to_vec(),
@@ -237,10 +290,15 @@ impl Graph {
         self.data.get_ref().sync_all()?;
         Ok(ModelProto {
             ir_version: Some(IR_VERSION),
-            opset_import: vec![OperatorSetIdProto {
+            opset_import: std::iter::once(OperatorSetIdProto {
                 domain: Some(String::new()),
                 version: Some(OPSET),
-            }],
+            })
+            .chain(self.uses_contrib.then(|| OperatorSetIdProto {
+                domain: Some(CONTRIB_DOMAIN.to_owned()),
+                version: Some(1),
+            }))
+            .collect(),
             producer_name: Some("flywheel".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
             doc_string: Some(doc.into()),

@@ -9,4 +9,5 @@ pub mod parity;
 pub mod proto;
 pub mod runtime;
 
-pub use export::{export, ExportDtype, ExportError, ExportReport};
+pub use decoder::Ops;
+pub use export::{export, ExportDtype, ExportError, ExportOptions, ExportReport};

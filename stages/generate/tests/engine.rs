@@ -24,12 +24,18 @@ impl Driver for Queue {
 }
 
 fn setup(seed: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    setup_with(seed, flywheel_export::ExportOptions::f32())
+}
+
+fn setup_with(
+    seed: u64,
+    options: flywheel_export::ExportOptions,
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = dir.path().join("tiny");
     tiny::create(&model, seed).expect("tiny");
     let onnx = dir.path().join("onnx");
-    flywheel_export::export(&model, &onnx, flywheel_export::ExportDtype::F32, false)
-        .expect("export");
+    flywheel_export::export(&model, &onnx, &options, false).expect("export");
     (dir, model, onnx)
 }
 
@@ -75,7 +81,16 @@ fn requests(params: &SamplingParams) -> Vec<Request> {
 
 #[test]
 fn greedy_equals_tch_reference_for_every_batching() {
-    let (_dir, model, onnx) = setup(21);
+    greedy_equals_tch(setup(21));
+}
+
+/// The fused graph (GroupQueryAttention etc.) under the same batching, padding and refills.
+#[test]
+fn fused_graph_greedy_equals_tch_reference_for_every_batching() {
+    greedy_equals_tch(setup_with(21, flywheel_export::ExportOptions::fused()));
+}
+
+fn greedy_equals_tch((_dir, model, onnx): (tempfile::TempDir, PathBuf, PathBuf)) {
     let llama = Llama::load(&model, tch::Device::Cpu, tch::Kind::Float).expect("load");
     let params = SamplingParams {
         temperature: 0.0,
