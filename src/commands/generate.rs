@@ -128,6 +128,16 @@ pub struct GenerateReport {
     pub seconds: f64,
     pub tokens_per_second: f64,
     pub tasks_per_minute: f64,
+    /// Peak resident memory of this process (Linux `VmHWM`; absent elsewhere).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The process's peak resident set size, from `/proc/self/status` (`VmHWM`, in kB).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
@@ -254,6 +264,7 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
         store: store.counts()?,
         parquet_rows,
         seconds,
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }
 

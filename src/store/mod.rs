@@ -227,6 +227,9 @@ pub struct Counts {
 }
 
 /// The run store of one run directory. Cheap to share between threads (`&Store` is `Sync`).
+/// redb page cache size: enough for the hot B-tree pages, independent of the run's size.
+const CACHE_BYTES: usize = 16 << 20;
+
 pub struct Store {
     db: Database,
     path: PathBuf,
@@ -329,8 +332,13 @@ impl Store {
         Ok(store)
     }
 
+    /// redb's page cache defaults to 1 GiB; a bounded cache keeps a long run's memory flat
+    /// (writes are append-mostly and reads are one sequential pass at export).
     fn open_file(path: PathBuf) -> Result<Store, StoreError> {
-        match Database::create(&path) {
+        match Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+        {
             Ok(db) => Ok(Store { db, path }),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked { path }),
             Err(e) => Err(StoreError::Open {

@@ -55,6 +55,9 @@ struct AttnInputs {
     total_len: String,
 }
 
+/// Optional input: how many final positions get logits (0, the default: all).
+pub const LOGITS_TO_KEEP: &str = "logits_to_keep";
+
 pub fn past_key(i: usize) -> String {
     format!("past_key_values.{i}.key")
 }
@@ -124,6 +127,46 @@ impl Builder<'_> {
         }
         let b = self.weight(&format!("{prefix}.bias"))?;
         Ok(self.g.op("Add", &[&y, &b], vec![]))
+    }
+
+    /// Several linear layers on the same input as one `MatMul` over their concatenated weights
+    /// (folded into one constant by ONNX Runtime at load), split back into one output each of
+    /// the given widths. The weights keep their own names in the file.
+    fn linear_packed(
+        &mut self,
+        x: &str,
+        prefixes: &[String],
+        sizes: &[i64],
+        bias: bool,
+    ) -> Result<Vec<String>, GraphError> {
+        let mut ws = Vec::with_capacity(prefixes.len());
+        let mut bs = Vec::with_capacity(prefixes.len());
+        for p in prefixes {
+            ws.push(self.weight(&format!("{p}.weight"))?);
+            if bias {
+                bs.push(self.weight(&format!("{p}.bias"))?);
+            }
+        }
+        let w = self
+            .g
+            .op("Concat", &str_refs(&ws), vec![attr_int("axis", 0)]);
+        let wt = self
+            .g
+            .op("Transpose", &[&w], vec![attr_ints("perm", &[1, 0])]);
+        let mut y = self.g.op("MatMul", &[x, &wt], vec![]);
+        if bias {
+            let b = self
+                .g
+                .op("Concat", &str_refs(&bs), vec![attr_int("axis", 0)]);
+            y = self.g.op("Add", &[&y, &b], vec![]);
+        }
+        let split = self.g.const_i64(sizes, &[sizes.len() as i64]);
+        Ok(self.g.op_n(
+            "Split",
+            &[&y, &split],
+            vec![attr_int("axis", -1)],
+            sizes.len(),
+        ))
     }
 
     /// RMSNorm computed in f32 (as the tch model and transformers do), in the pattern
@@ -204,9 +247,27 @@ impl Builder<'_> {
         let cfg = self.cfg;
         let p = format!("model.layers.{i}.self_attn");
         self.g.set_scope(&p);
-        let q = self.linear(h, &format!("{p}.q_proj"), cfg.qkv_bias())?;
-        let k = self.linear(h, &format!("{p}.k_proj"), cfg.qkv_bias())?;
-        let v = self.linear(h, &format!("{p}.v_proj"), cfg.qkv_bias())?;
+        let proj = |x: &str| format!("{p}.{x}_proj");
+        let (q, k, v) = if self.ops == Ops::Fused {
+            let sizes = [cfg.num_attention_heads, cfg.kv_heads(), cfg.kv_heads()]
+                .map(|n| (n * cfg.head_dim()) as i64);
+            let mut qkv = self.linear_packed(
+                h,
+                &[proj("q"), proj("k"), proj("v")],
+                &sizes,
+                cfg.qkv_bias(),
+            )?;
+            let v = qkv.pop().unwrap_or_default();
+            let k = qkv.pop().unwrap_or_default();
+            let q = qkv.pop().unwrap_or_default();
+            (q, k, v)
+        } else {
+            (
+                self.linear(h, &proj("q"), cfg.qkv_bias())?,
+                self.linear(h, &proj("k"), cfg.qkv_bias())?,
+                self.linear(h, &proj("v"), cfg.qkv_bias())?,
+            )
+        };
         let scale = 1.0 / (cfg.head_dim() as f32).sqrt();
         let y = match self.ops {
             Ops::Fused => {
@@ -317,8 +378,18 @@ impl Builder<'_> {
         let p = format!("model.layers.{i}.mlp");
         self.g.set_scope(&p);
         let bias = self.cfg.mlp_bias();
-        let gate = self.linear(h, &format!("{p}.gate_proj"), bias)?;
-        let up = self.linear(h, &format!("{p}.up_proj"), bias)?;
+        let (gate, up) = if self.ops == Ops::Fused {
+            let i = self.cfg.intermediate_size as i64;
+            let names = [format!("{p}.gate_proj"), format!("{p}.up_proj")];
+            let mut gu = self.linear_packed(h, &names, &[i, i], bias)?;
+            let up = gu.pop().unwrap_or_default();
+            (gu.pop().unwrap_or_default(), up)
+        } else {
+            (
+                self.linear(h, &format!("{p}.gate_proj"), bias)?,
+                self.linear(h, &format!("{p}.up_proj"), bias)?,
+            )
+        };
         let sig = self.g.op("Sigmoid", &[&gate], vec![]);
         let act = self.g.op("Mul", &[&gate, &sig], vec![]);
         let prod = self.g.op("Mul", &[&act, &up], vec![]);
@@ -394,12 +465,13 @@ pub fn build(
             ));
         }
     }
+    g.inputs.push(value_info(LOGITS_TO_KEEP, Elem::I64, &[]));
     g.outputs.push(value_info(
         "logits",
         Elem::F32,
         &[
             Dim::Named("batch_size"),
-            Dim::Named("sequence_length"),
+            Dim::Named("logits_length"),
             Dim::Fixed(cfg.vocab_size as i64),
         ],
     ));
@@ -467,6 +539,20 @@ pub fn build(
     let head_t = bld
         .g
         .op("Transpose", &[&head], vec![attr_ints("perm", &[1, 0])]);
+    // `logits_to_keep` (as in transformers): only the last k positions go through the LM head;
+    // 0 keeps them all. It is an overridable initializer defaulting to 0, so runtimes that do
+    // not know it (onnxruntime-genai) get every position, while a sampler that needs only the
+    // last position skips a [b, s, vocab] product and buffer at prefill.
+    let keep = bld
+        .g
+        .initializer(LOGITS_TO_KEEP, Elem::I64, &[], &0i64.to_le_bytes())?;
+    let starts = bld.g.op("Neg", &[&keep], vec![]);
+    let axes_0 = bld.g.const_i64(&[0], &[1]);
+    let starts = bld.g.op("Unsqueeze", &[&starts, &axes_0], vec![]);
+    let ends = bld.g.const_i64(&[i64::MAX], &[1]);
+    let h = bld
+        .g
+        .op("Slice", &[&h, &starts, &ends, &bld.axes_1], vec![]);
     if elem == Elem::F32 {
         bld.g.op_to("MatMul", &[&h, &head_t], vec![], "logits");
     } else {
@@ -479,6 +565,10 @@ pub fn build(
         );
     }
     Ok(())
+}
+
+fn str_refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 /// The smallest finite value of `elem`, for additive masks (never -inf, so fully masked padding

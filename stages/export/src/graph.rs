@@ -207,6 +207,29 @@ impl Graph {
         });
     }
 
+    /// Adds a standard-domain node with `outputs` generated output names, returning them.
+    pub fn op_n(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        outputs: usize,
+    ) -> Vec<String> {
+        let outs: Vec<String> = (0..outputs)
+            .map(|i| self.fresh_name(&format!("{op}_output{i}")))
+            .collect();
+        let name = self.fresh_name(op);
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+            output: outs.clone(),
+            name: Some(name),
+            op_type: Some(op.to_owned()),
+            attribute: attrs,
+            ..Default::default()
+        });
+        outs
+    }
+
     /// Adds a node with one generated output name.
     pub fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
         let out = self.fresh_name(&format!("{op}_output"));

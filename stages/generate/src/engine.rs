@@ -9,6 +9,7 @@
 //! most that many rows of compute for a few steps, and the cache never keeps columns no row uses.
 
 use crate::sampler::{sample, Rng, SamplingParams};
+use flywheel_export::decoder::LOGITS_TO_KEEP;
 use flywheel_export::runtime::{self, RuntimeError};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor as OrtTensor};
@@ -187,6 +188,8 @@ pub struct Engine {
     pub dims: ModelDims,
     config: EngineConfig,
     has_position_ids: bool,
+    /// The graph takes `logits_to_keep`, so prefill asks for the last position's logits only.
+    has_logits_to_keep: bool,
     past_names: Vec<String>,
     present_names: Vec<String>,
 }
@@ -235,6 +238,16 @@ impl Engine {
             }
         }
         let has_position_ids = names.iter().any(|n| n == "position_ids");
+        let has_logits_to_keep = names
+            .iter()
+            .cloned()
+            .chain(
+                session
+                    .overridable_initializers()
+                    .iter()
+                    .map(|o| o.name().to_owned()),
+            )
+            .any(|n| n == LOGITS_TO_KEEP);
         let batch_size = config.batch_size.max(1);
         Ok(Self {
             session,
@@ -245,9 +258,15 @@ impl Engine {
                 ..config
             },
             has_position_ids,
+            has_logits_to_keep,
             past_names,
             present_names,
         })
+    }
+
+    /// Whether prefill asks the graph for the last position's logits only (`logits_to_keep`).
+    pub fn last_logits_only(&self) -> bool {
+        self.has_logits_to_keep
     }
 
     fn refill_min(&self) -> usize {
@@ -293,6 +312,18 @@ impl Engine {
         for (name, v) in self.past_names.iter().zip(past) {
             inputs.push((name.clone(), v.into()));
         }
+        // Logits of the last position only (rows are right-aligned, so it is every row's last).
+        let s_out = if self.has_logits_to_keep {
+            inputs.push((
+                LOGITS_TO_KEEP.into(),
+                OrtTensor::from_array((Vec::<i64>::new(), vec![1i64]))
+                    .map_err(run_err)?
+                    .into(),
+            ));
+            1
+        } else {
+            s
+        };
         let mut out = self.session.run(inputs).map_err(run_err)?;
         let vocab = self.dims.vocab;
         let logits = {
@@ -300,16 +331,16 @@ impl Engine {
                 .get("logits")
                 .ok_or_else(|| EngineError::Run("no `logits` output".into()))?;
             let (_, data) = v.try_extract_tensor::<f32>().map_err(run_err)?;
-            if data.len() != b * s * vocab {
+            if data.len() != b * s_out * vocab {
                 return Err(EngineError::Run(format!(
                     "logits have {} values, expected {}",
                     data.len(),
-                    b * s * vocab
+                    b * s_out * vocab
                 )));
             }
             let mut last = Vec::with_capacity(b * vocab);
             for r in 0..b {
-                let start = (r * s + s - 1) * vocab;
+                let start = (r * s_out + s_out - 1) * vocab;
                 last.extend_from_slice(&data[start..start + vocab]);
             }
             last

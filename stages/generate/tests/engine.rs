@@ -91,6 +91,9 @@ fn fused_graph_greedy_equals_tch_reference_for_every_batching() {
 }
 
 fn greedy_equals_tch((_dir, model, onnx): (tempfile::TempDir, PathBuf, PathBuf)) {
+    // Our exports take `logits_to_keep`: prefill below runs on last-position logits only.
+    let engine = Engine::load(&onnx, EngineConfig::default()).expect("engine");
+    assert!(engine.last_logits_only());
     let llama = Llama::load(&model, tch::Device::Cpu, tch::Kind::Float).expect("load");
     let params = SamplingParams {
         temperature: 0.0,
