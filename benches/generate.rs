@@ -7,6 +7,8 @@
 //! `FLYWHEEL_BENCH_EXTRA_ONNX=DIR` to also time another graph of the same model through the same
 //! engine (e.g. the one onnxruntime-genai's model builder writes), for a graph-against-graph ratio.
 //! Both of our graphs are timed: standard operators (`ours`) and `--fused` (`ours_fused`).
+//! `FLYWHEEL_BENCH_ROUNDS=N` replaces criterion's groups by N interleaved rounds over all graphs
+//! (better ratios on a noisy machine).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flywheel_generate::{Completion, Driver, Engine, EngineConfig, Request, SamplingParams};
@@ -77,18 +79,96 @@ fn bench(c: &mut Criterion) {
     if let Some(extra) = std::env::var_os("FLYWHEEL_BENCH_EXTRA_ONNX") {
         graphs.push(("extra", PathBuf::from(extra)));
     }
+    if let Some(rounds) = std::env::var("FLYWHEEL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        interleaved(&graphs, &prompt, rounds);
+        return;
+    }
     for (name, onnx) in &graphs {
         bench_graph(c, name, onnx, &prompt);
     }
 }
 
-fn bench_graph(c: &mut Criterion, name: &str, onnx: &std::path::Path, prompt: &[u32]) {
-    let params = SamplingParams {
+fn params() -> SamplingParams {
+    SamplingParams {
         temperature: 1.0,
         max_new_tokens: 128,
         ignore_eos: true,
         ..Default::default()
+    }
+}
+
+/// One generation of `batch` copies of the prompt; aggregate new tokens/s.
+fn tokens_per_second(engine: &mut Engine, prompt: &[u32], batch: usize, seed: u64) -> f64 {
+    let reqs = (0..batch)
+        .map(|k| Request {
+            key: k as u64,
+            prompt: prompt.to_vec(),
+            params: params(),
+            seed: seed * 1000 + k as u64,
+        })
+        .collect();
+    let mut d = Fixed {
+        waiting: reqs,
+        tokens: 0,
     };
+    let t = Instant::now();
+    engine.run(&mut d).expect("run");
+    d.tokens as f64 / t.elapsed().as_secs_f64()
+}
+
+/// `FLYWHEEL_BENCH_ROUNDS=N`: instead of criterion's graph-after-graph groups, alternate the
+/// graphs within each round, so slow drift of a shared machine hits all of them alike, and print
+/// each graph's median tokens/s and its ratio to the first graph and to the last.
+fn interleaved(graphs: &[(&str, PathBuf)], prompt: &[u32], rounds: u64) {
+    for batch in [1usize, 32] {
+        let mut engines: Vec<Engine> = graphs
+            .iter()
+            .map(|(_, onnx)| {
+                let config = EngineConfig {
+                    batch_size: batch,
+                    threads: 0,
+                    refill_min: None,
+                };
+                Engine::load(onnx, config).expect("engine")
+            })
+            .collect();
+        let mut rates = vec![Vec::new(); graphs.len()];
+        for round in 0..=rounds {
+            for (g, engine) in engines.iter_mut().enumerate() {
+                let r = tokens_per_second(engine, prompt, batch, round);
+                // Round 0 warms every session up and is not counted.
+                if round > 0 {
+                    rates[g].push(r);
+                }
+            }
+        }
+        let medians: Vec<f64> = rates
+            .iter_mut()
+            .map(|v| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .collect();
+        for ((name, _), (m, v)) in graphs.iter().zip(medians.iter().zip(&rates)) {
+            eprintln!(
+                "interleaved batch {batch} {name}: median {m:.1} tokens/s (min {:.1}, max {:.1}, {} runs) | x{:.2} of {} | x{:.2} of {}",
+                v[0],
+                v[v.len() - 1],
+                v.len(),
+                m / medians[0],
+                graphs[0].0,
+                m / medians[medians.len() - 1],
+                graphs[graphs.len() - 1].0,
+            );
+        }
+    }
+}
+
+fn bench_graph(c: &mut Criterion, name: &str, onnx: &std::path::Path, prompt: &[u32]) {
+    let params = params();
     let mut group = c.benchmark_group(format!("generate_smollm2_f32_cpu_{name}"));
     group
         .sample_size(10)

@@ -132,16 +132,16 @@ impl Builder<'_> {
     /// Several linear layers on the same input as one `MatMul` over their concatenated weights
     /// (folded into one constant by ONNX Runtime at load), split back into one output each of
     /// the given widths. The weights keep their own names in the file.
-    fn linear_packed(
+    fn linear_packed<const N: usize>(
         &mut self,
         x: &str,
-        prefixes: &[String],
-        sizes: &[i64],
+        prefixes: [String; N],
+        sizes: [i64; N],
         bias: bool,
-    ) -> Result<Vec<String>, GraphError> {
-        let mut ws = Vec::with_capacity(prefixes.len());
-        let mut bs = Vec::with_capacity(prefixes.len());
-        for p in prefixes {
+    ) -> Result<[String; N], GraphError> {
+        let mut ws = Vec::with_capacity(N);
+        let mut bs = Vec::with_capacity(N);
+        for p in &prefixes {
             ws.push(self.weight(&format!("{p}.weight"))?);
             if bias {
                 bs.push(self.weight(&format!("{p}.bias"))?);
@@ -160,13 +160,12 @@ impl Builder<'_> {
                 .op("Concat", &str_refs(&bs), vec![attr_int("axis", 0)]);
             y = self.g.op("Add", &[&y, &b], vec![]);
         }
-        let split = self.g.const_i64(sizes, &[sizes.len() as i64]);
-        Ok(self.g.op_n(
-            "Split",
-            &[&y, &split],
-            vec![attr_int("axis", -1)],
-            sizes.len(),
-        ))
+        let split = self.g.const_i64(&sizes, &[N as i64]);
+        let mut outs = self
+            .g
+            .op_n("Split", &[&y, &split], vec![attr_int("axis", -1)], N)
+            .into_iter();
+        Ok(std::array::from_fn(|_| outs.next().unwrap_or_default()))
     }
 
     /// RMSNorm computed in f32 (as the tch model and transformers do), in the pattern
@@ -251,15 +250,8 @@ impl Builder<'_> {
         let (q, k, v) = if self.ops == Ops::Fused {
             let sizes = [cfg.num_attention_heads, cfg.kv_heads(), cfg.kv_heads()]
                 .map(|n| (n * cfg.head_dim()) as i64);
-            let mut qkv = self.linear_packed(
-                h,
-                &[proj("q"), proj("k"), proj("v")],
-                &sizes,
-                cfg.qkv_bias(),
-            )?;
-            let v = qkv.pop().unwrap_or_default();
-            let k = qkv.pop().unwrap_or_default();
-            let q = qkv.pop().unwrap_or_default();
+            let [q, k, v] =
+                self.linear_packed(h, [proj("q"), proj("k"), proj("v")], sizes, cfg.qkv_bias())?;
             (q, k, v)
         } else {
             (
@@ -381,9 +373,8 @@ impl Builder<'_> {
         let (gate, up) = if self.ops == Ops::Fused {
             let i = self.cfg.intermediate_size as i64;
             let names = [format!("{p}.gate_proj"), format!("{p}.up_proj")];
-            let mut gu = self.linear_packed(h, &names, &[i, i], bias)?;
-            let up = gu.pop().unwrap_or_default();
-            (gu.pop().unwrap_or_default(), up)
+            let [gate, up] = self.linear_packed(h, names, [i, i], bias)?;
+            (gate, up)
         } else {
             (
                 self.linear(h, &format!("{p}.gate_proj"), bias)?,
