@@ -131,6 +131,7 @@ fn interleaved(graphs: &[(&str, PathBuf)], prompt: &[u32], rounds: u64) {
                     batch_size: batch,
                     threads: 0,
                     refill_min: None,
+                    ..Default::default()
                 };
                 Engine::load(onnx, config).expect("engine")
             })
@@ -179,6 +180,7 @@ fn bench_graph(c: &mut Criterion, name: &str, onnx: &std::path::Path, prompt: &[
             batch_size: batch,
             threads: 0,
             refill_min: None,
+            ..Default::default()
         };
         let mut engine = Engine::load(onnx, config).expect("engine");
         group.throughput(Throughput::Elements((batch * 128) as u64));

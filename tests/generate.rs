@@ -45,6 +45,7 @@ fn args(out: &Path) -> GenerateArgs {
         max_new_tokens: 24,
         seed: 7,
         shard: None,
+        device: flywheel::commands::DeviceArg::Cpu,
         threads: 1,
         quiet: true,
     }
@@ -378,4 +379,37 @@ fn readme_documents_every_parquet_column() {
         readme.contains(table.trim()),
         "README's Parquet table is out of date; it must contain:\n{table}"
     );
+}
+
+/// `--device cuda` runs on CUDA when the installed ONNX Runtime has it, and otherwise fails with
+/// a message naming the missing provider, exit 1, and no run directory left behind.
+#[test]
+fn device_cuda_runs_on_cuda_or_fails_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run");
+    let res = Command::new(env!("CARGO_BIN_EXE_flywheel"))
+        .args(["generate", "--task", "countdown", "--limit", "2"])
+        .args(["--max-new-tokens", "4", "--device", "cuda", "--quiet"])
+        .arg("--model")
+        .arg(model())
+        .arg("--input")
+        .arg(input())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run flywheel");
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if flywheel_export::runtime::cuda_available().expect("ONNX Runtime") {
+        assert!(res.status.success(), "{stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&res.stdout).expect("report");
+        assert_eq!(report["provider"], "cuda");
+    } else {
+        assert_eq!(res.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("CUDA execution provider was requested"),
+            "{stderr}"
+        );
+        assert!(!out.exists(), "a failed run must leave no run directory");
+    }
 }

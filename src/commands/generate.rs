@@ -1,9 +1,11 @@
 //! `flywheel generate`: attempts, reflections and retries for a task's instances on an exported
 //! ONNX model, into `RUN_DIR/store.redb` (resumable) and `RUN_DIR/rollouts.parquet`.
 
+use super::DeviceArg;
 use crate::pipeline::{Pipeline, PipelineConfig, Tally};
 use crate::store::{self, Counts, ParquetExportError, RunMeta, Store, StoreError};
 use flywheel_datasets::task::{load_task, read_instances, InstanceError, TaskError};
+use flywheel_export::runtime::Provider;
 use flywheel_generate::{Engine, EngineConfig, EngineError, RunStats, SamplingParams};
 use flywheel_model::chat::{ChatError, ChatTemplate};
 use std::path::PathBuf;
@@ -83,6 +85,10 @@ pub struct GenerateArgs {
     /// concatenate, in shard order, into the whole run.
     #[arg(long)]
     pub shard: Option<Shard>,
+    /// ONNX Runtime execution provider: `auto` (CUDA when the installed ONNX Runtime has it,
+    /// else the CPU), `cpu`, or `cuda` (an error when unavailable).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
     /// ONNX Runtime intra-op threads (0: its default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -116,6 +122,8 @@ pub enum GenerateError {
 pub struct GenerateReport {
     pub out: PathBuf,
     pub model_hash: String,
+    /// The execution provider the engine ran on.
+    pub provider: Provider,
     /// Instances of this shard, and the input range they cover.
     pub tasks: u64,
     pub first_task_index: u64,
@@ -176,15 +184,22 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
         shard_count: shard.count,
         limit: args.limit,
     };
-    let store = Store::open(&args.out, &meta)?;
+    // The engine first: a model or provider that cannot load leaves no run directory behind.
     let mut engine = Engine::load(
         &args.model,
         EngineConfig {
             batch_size: args.batch_size,
             threads: args.threads,
             refill_min: None,
+            provider: match args.device {
+                DeviceArg::Auto => Provider::Auto,
+                DeviceArg::Cpu => Provider::Cpu,
+                DeviceArg::Cuda => Provider::Cuda,
+            },
         },
     )?;
+    let store = Store::open(&args.out, &meta)?;
+    let provider = engine.provider();
     let tokenizer = engine.tokenizer.clone();
     let template = ChatTemplate::load(&args.model)?;
     let input = args.input.clone();
@@ -254,6 +269,7 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
     Ok(GenerateReport {
         out: args.out.clone(),
         model_hash,
+        provider,
         tasks: hi - lo,
         first_task_index: lo,
         tokens_per_second: tally.new_tokens as f64 / engine_stats.seconds.max(1e-9),

@@ -10,7 +10,7 @@
 
 use crate::sampler::{sample, Rng, SamplingParams};
 use flywheel_export::decoder::LOGITS_TO_KEEP;
-use flywheel_export::runtime::{self, RuntimeError};
+use flywheel_export::runtime::{self, Provider, RuntimeError};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor as OrtTensor};
 use rayon::prelude::*;
@@ -91,6 +91,8 @@ pub struct EngineConfig {
     pub threads: usize,
     /// Refill when at least this many slots are free or dead (default: batch/8, at least 1).
     pub refill_min: Option<usize>,
+    /// Execution provider. With CUDA the KV cache still lives in host memory between steps.
+    pub provider: Provider,
 }
 
 impl Default for EngineConfig {
@@ -99,6 +101,7 @@ impl Default for EngineConfig {
             batch_size: 8,
             threads: 0,
             refill_min: None,
+            provider: Provider::Auto,
         }
     }
 }
@@ -209,7 +212,8 @@ impl Engine {
             path: tok_path.clone(),
             what: e.to_string(),
         })?;
-        let session = runtime::cpu_session(&dir.join("model.onnx"), config.threads)?;
+        let (session, provider) =
+            runtime::session(&dir.join("model.onnx"), config.threads, config.provider)?;
         let names: Vec<String> = session
             .inputs()
             .iter()
@@ -255,6 +259,7 @@ impl Engine {
             dims,
             config: EngineConfig {
                 batch_size,
+                provider,
                 ..config
             },
             has_position_ids,
@@ -262,6 +267,11 @@ impl Engine {
             past_names,
             present_names,
         })
+    }
+
+    /// The execution provider the session really got (`Cpu` or `Cuda`).
+    pub fn provider(&self) -> Provider {
+        self.config.provider
     }
 
     /// Whether prefill asks the graph for the last position's logits only (`logits_to_keep`).

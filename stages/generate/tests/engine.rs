@@ -53,6 +53,7 @@ fn run(onnx: &Path, batch: usize, reqs: Vec<Request>) -> Vec<Completion> {
             batch_size: batch,
             threads: 1,
             refill_min: None,
+            ..Default::default()
         },
     )
     .expect("engine");
@@ -241,6 +242,7 @@ fn finished_rows_are_replaced_without_wasted_steps() {
             batch_size: 3,
             threads: 1,
             refill_min: Some(1),
+            ..Default::default()
         },
     )
     .expect("engine");
