@@ -55,6 +55,11 @@ struct AttnInputs {
     total_len: String,
 }
 
+/// Model metadata key set to `true` on fused graphs: `past_key_values.*` and `present.*` may be
+/// bound to one buffer with spare columns (GroupQueryAttention's shared-buffer mode), so a decode
+/// step writes its key/value in place instead of copying the whole cache into a new present.
+pub const SHARE_BUFFER_KEY: &str = "flywheel.past_present_share_buffer";
+
 /// Optional input: how many final positions get logits (0, the default: all).
 pub const LOGITS_TO_KEEP: &str = "logits_to_keep";
 

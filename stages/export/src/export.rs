@@ -162,12 +162,20 @@ pub fn export(
             let data_path = dir.join("model.onnx.data");
             let mut g = Graph::new(&data_path).map_err(io(&data_path))?;
             decoder::build(&mut g, &cfg, &weights, dtype.elem(), ops)?;
-            let proto = g
+            let mut proto = g
                 .finish(
                     "flywheel_decoder",
                     &format!("{} exported by flywheel", cfg.architectures.join(",")),
                 )
                 .map_err(io(&data_path))?;
+            if ops == Ops::Fused {
+                proto
+                    .metadata_props
+                    .push(crate::proto::StringStringEntryProto {
+                        key: Some(decoder::SHARE_BUFFER_KEY.to_owned()),
+                        value: Some("true".to_owned()),
+                    });
+            }
             let graph = proto.graph.as_ref();
             let counts = (
                 graph.map_or(0, |g| g.node.len()),

@@ -9,10 +9,10 @@
 //! most that many rows of compute for a few steps, and the cache never keeps columns no row uses.
 
 use crate::sampler::{sample, Rng, SamplingParams};
-use flywheel_export::decoder::LOGITS_TO_KEEP;
+use flywheel_export::decoder::{LOGITS_TO_KEEP, SHARE_BUFFER_KEY};
 use flywheel_export::runtime::{self, Provider, RuntimeError};
-use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor as OrtTensor};
+use ort::session::{OutputSelector, RunOptions, Session, SessionInputValue};
+use ort::value::{DynValue, Tensor as OrtTensor, TensorRef};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -193,6 +193,8 @@ pub struct Engine {
     has_position_ids: bool,
     /// The graph takes `logits_to_keep`, so prefill asks for the last position's logits only.
     has_logits_to_keep: bool,
+    /// Decode steps bind past and present to one buffer with spare columns (fused graphs).
+    share_kv: bool,
     past_names: Vec<String>,
     present_names: Vec<String>,
 }
@@ -252,6 +254,11 @@ impl Engine {
                     .map(|o| o.name().to_owned()),
             )
             .any(|n| n == LOGITS_TO_KEEP);
+        let share_kv = session
+            .metadata()
+            .ok()
+            .and_then(|m| m.custom(SHARE_BUFFER_KEY))
+            .is_some_and(|v| v == "true");
         let batch_size = config.batch_size.max(1);
         Ok(Self {
             session,
@@ -264,6 +271,7 @@ impl Engine {
             },
             has_position_ids,
             has_logits_to_keep,
+            share_kv,
             past_names,
             present_names,
         })
@@ -274,9 +282,24 @@ impl Engine {
         self.config.provider
     }
 
+    /// Whether decode steps write the KV cache in place (a fused graph's shared-buffer mode).
+    pub fn shares_kv_buffer(&self) -> bool {
+        self.share_kv
+    }
+
     /// Whether prefill asks the graph for the last position's logits only (`logits_to_keep`).
     pub fn last_logits_only(&self) -> bool {
         self.has_logits_to_keep
+    }
+
+    /// Spare cache columns for `rows` at cache length `total`: the most tokens any of them may
+    /// still generate, within the context.
+    fn headroom<'r>(&self, rows: impl Iterator<Item = &'r Row>, total: usize) -> usize {
+        let want = rows
+            .map(|r| r.req.params.max_new_tokens.saturating_sub(r.tokens.len()))
+            .max()
+            .unwrap_or(0);
+        want.min(self.dims.context.saturating_sub(total)).max(1)
     }
 
     fn refill_min(&self) -> usize {
@@ -287,14 +310,17 @@ impl Engine {
     }
 
     /// Runs `ids`/`positions` `[b, s]`, `mask` `[b, total]` with the given past; returns the
-    /// logits of the last position of each row `[b, vocab]` and the present key/values.
+    /// logits of the last position of each row `[b, vocab]` and the present key/values. With
+    /// `share`, each present is written into its past's own buffer (which must have a spare
+    /// column) and that same buffer comes back.
     fn forward(
         &mut self,
         b: usize,
         ids: Vec<i64>,
         positions: Vec<i64>,
         mask: Vec<i64>,
-        past: &[DynValue],
+        mut past: Vec<DynValue>,
+        share: bool,
     ) -> Result<(Vec<f32>, Vec<DynValue>), EngineError> {
         let s = ids.len() / b;
         let total = mask.len() / b;
@@ -319,8 +345,26 @@ impl Engine {
                     .into(),
             ));
         }
-        for (name, v) in self.past_names.iter().zip(past) {
-            inputs.push((name.clone(), v.into()));
+        let mut selector = OutputSelector::default();
+        if share {
+            for (name, v) in self.past_names.iter().zip(past.iter_mut()) {
+                let (shape, data) = v.try_extract_tensor_mut::<f32>().map_err(run_err)?;
+                let dims: Vec<i64> = shape.iter().copied().collect();
+                // SAFETY: `v` is moved into `selector` below as the preallocated present output
+                // and outlives this run; its buffer is owned by the value and never moves. ONNX
+                // Runtime reading the past and writing the present through one buffer is
+                // GroupQueryAttention's shared-buffer mode, which the graph is marked for.
+                let data: &[f32] = unsafe { std::slice::from_raw_parts(data.as_ptr(), data.len()) };
+                let view = TensorRef::from_array_view((dims, data)).map_err(run_err)?;
+                inputs.push((name.clone(), view.into()));
+            }
+            for (name, v) in self.present_names.iter().zip(past.drain(..)) {
+                selector = selector.preallocate(name.clone(), v);
+            }
+        } else {
+            for (name, v) in self.past_names.iter().zip(&past) {
+                inputs.push((name.clone(), v.into()));
+            }
         }
         // Logits of the last position only (rows are right-aligned, so it is every row's last).
         let s_out = if self.has_logits_to_keep {
@@ -334,7 +378,11 @@ impl Engine {
         } else {
             s
         };
-        let mut out = self.session.run(inputs).map_err(run_err)?;
+        let options = RunOptions::new().map_err(run_err)?.with_outputs(selector);
+        let mut out = self
+            .session
+            .run_with_options(inputs, &options)
+            .map_err(run_err)?;
         let vocab = self.dims.vocab;
         let logits = {
             let v = out
@@ -431,6 +479,7 @@ impl Engine {
         rows: Vec<Row>,
         past: Vec<DynValue>,
         total: usize,
+        cap: usize,
         new: Vec<Request>,
         stats: &mut RunStats,
     ) -> Result<Batch, EngineError> {
@@ -457,7 +506,7 @@ impl Engine {
                 stats.prefill_tokens += req.prompt.len() as u64;
             }
             let empty = self.empty_past(k)?;
-            let (logits, presents) = self.forward(k, ids, pos, mask, &empty)?;
+            let (logits, presents) = self.forward(k, ids, pos, mask, empty, false)?;
             prefill_past = presents;
             for (slot, req) in new.into_iter().enumerate() {
                 let mut row = Row::new(req, slot);
@@ -476,37 +525,36 @@ impl Engine {
             .map(|r| r.len)
             .max()
             .unwrap_or(0);
+        // Shared-buffer caches get room for the longest generation still possible, so decode
+        // steps write in place until the next refill (or a regrow, if a refill never comes).
+        let cap2 = if self.share_kv {
+            t2 + self.headroom(keep.iter().chain(&entering), t2)
+        } else {
+            t2
+        };
+        let (src, dst) = (Layout::new(total, cap), Layout::new(t2, cap2));
+        let prefilled = Layout::new(lmax, lmax);
         let mut cache = Vec::with_capacity(self.past_names.len());
         if b2 > 0 {
             for layer in 0..self.past_names.len() {
-                let mut buf = vec![0f32; b2 * kv * t2 * d];
+                let mut buf = vec![0f32; b2 * kv * cap2 * d];
                 if !keep.is_empty() {
-                    let (_, src) = past[layer].try_extract_tensor::<f32>().map_err(run_err)?;
-                    for (dst, row) in keep.iter().enumerate() {
-                        copy_row(src, row.slot, total, &mut buf, dst, t2, kv, d, row.len);
+                    let (_, data) = past[layer].try_extract_tensor::<f32>().map_err(run_err)?;
+                    for (to, row) in keep.iter().enumerate() {
+                        copy_row(data, src, row.slot, &mut buf, dst, to, kv, d, row.len);
                     }
                 }
                 if !entering.is_empty() {
-                    let (_, src) = prefill_past[layer]
+                    let (_, data) = prefill_past[layer]
                         .try_extract_tensor::<f32>()
                         .map_err(run_err)?;
                     for (j, row) in entering.iter().enumerate() {
-                        copy_row(
-                            src,
-                            row.slot,
-                            lmax,
-                            &mut buf,
-                            keep.len() + j,
-                            t2,
-                            kv,
-                            d,
-                            row.len,
-                        );
+                        let to = keep.len() + j;
+                        copy_row(data, prefilled, row.slot, &mut buf, dst, to, kv, d, row.len);
                     }
                 }
-                let t =
-                    OrtTensor::from_array((vec![b2 as i64, kv as i64, t2 as i64, d as i64], buf))
-                        .map_err(run_err)?;
+                let shape = vec![b2 as i64, kv as i64, cap2 as i64, d as i64];
+                let t = OrtTensor::from_array((shape, buf)).map_err(run_err)?;
                 cache.push(t.into_dyn());
             }
         }
@@ -520,6 +568,7 @@ impl Engine {
             rows,
             cache,
             total: t2,
+            cap: cap2,
             finished,
         })
     }
@@ -530,7 +579,7 @@ impl Engine {
         let mut stats = RunStats::default();
         let mut rows: Vec<Row> = Vec::new();
         let mut cache: Vec<DynValue> = Vec::new();
-        let mut total = 0usize;
+        let (mut total, mut cap) = (0usize, 0usize);
         let vocab = self.dims.vocab;
         loop {
             let alive = rows.iter().filter(|r| r.done.is_none()).count();
@@ -563,10 +612,11 @@ impl Engine {
                         std::mem::take(&mut rows),
                         std::mem::take(&mut cache),
                         total,
+                        cap,
                         new,
                         &mut stats,
                     )?;
-                    (rows, cache, total) = (batch.rows, batch.cache, batch.total);
+                    (rows, cache, total, cap) = (batch.rows, batch.cache, batch.total, batch.cap);
                     for row in batch.finished {
                         self.report(row, driver, &mut stats)?;
                     }
@@ -576,6 +626,21 @@ impl Engine {
                 }
             }
             let t0 = Instant::now();
+            if self.share_kv && total + 1 > cap {
+                // No refill came before the spare columns ran out: move to a larger buffer.
+                let batch = self.refill(
+                    std::mem::take(&mut rows),
+                    std::mem::take(&mut cache),
+                    total,
+                    cap,
+                    Vec::new(),
+                    &mut stats,
+                )?;
+                (rows, cache, total, cap) = (batch.rows, batch.cache, batch.total, batch.cap);
+                if rows.is_empty() {
+                    continue;
+                }
+            }
             let b = rows.len();
             let ids: Vec<i64> = rows
                 .iter()
@@ -586,9 +651,20 @@ impl Engine {
             for (i, r) in rows.iter().enumerate() {
                 mask[i * (total + 1) + (total - r.len)..(i + 1) * (total + 1)].fill(1);
             }
-            let (logits, presents) = self.forward(b, ids, pos, mask, &cache)?;
+            let past = std::mem::take(&mut cache);
+            let (logits, presents) = self.forward(b, ids, pos, mask, past, self.share_kv)?;
+            if self.share_kv {
+                // The presents must be the past buffers themselves, written in place.
+                let (shape, _) = presents[0].try_extract_tensor::<f32>().map_err(run_err)?;
+                if shape.get(2).copied() != Some(cap as i64) {
+                    return Err(EngineError::Run(format!(
+                        "shared-buffer decode returned a present of shape {shape:?}, expected {cap} columns"
+                    )));
+                }
+            }
             cache = presents;
             total += 1;
+            cap = cap.max(total);
             let dead_now = rows.iter().filter(|r| r.done.is_some()).count();
             // Rows sample in parallel (each has its own generator, so results do not depend on
             // the thread count); ONNX Runtime is idle meanwhile.
@@ -671,32 +747,47 @@ impl Row {
     }
 }
 
-/// The rows in the cache, the cache itself (one tensor per past input), its length, and rows
-/// that finished during a refill.
+/// The rows in the cache, the cache itself (one tensor per past input), its length and its
+/// capacity in columns (larger than the length only in shared-buffer mode), and rows that
+/// finished during a refill.
 struct Batch {
     rows: Vec<Row>,
     cache: Vec<DynValue>,
     total: usize,
+    cap: usize,
     finished: Vec<Row>,
 }
 
-/// Copies the last `len` positions of row `src_row` (cache length `src_total`) to the last `len`
-/// positions of row `dst_row` (cache length `dst_total`), for every key/value head.
+/// Where rows sit in a cache tensor: right-aligned to column `end`, rows `stride` columns apart.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    end: usize,
+    stride: usize,
+}
+
+impl Layout {
+    fn new(end: usize, stride: usize) -> Self {
+        Self { end, stride }
+    }
+}
+
+/// Copies the last `len` cached positions of row `from` (laid out as `src`) to the last `len`
+/// positions of row `to` (laid out as `dst`), for every key/value head.
 #[allow(clippy::too_many_arguments)]
 fn copy_row(
     src: &[f32],
-    src_row: usize,
-    src_total: usize,
+    s: Layout,
+    from: usize,
     dst: &mut [f32],
-    dst_row: usize,
-    dst_total: usize,
+    t: Layout,
+    to: usize,
     kv: usize,
     d: usize,
     len: usize,
 ) {
     for h in 0..kv {
-        let s = ((src_row * kv + h) * src_total + (src_total - len)) * d;
-        let t = ((dst_row * kv + h) * dst_total + (dst_total - len)) * d;
-        dst[t..t + len * d].copy_from_slice(&src[s..s + len * d]);
+        let a = ((from * kv + h) * s.stride + (s.end - len)) * d;
+        let b = ((to * kv + h) * t.stride + (t.end - len)) * d;
+        dst[b..b + len * d].copy_from_slice(&src[a..a + len * d]);
     }
 }

@@ -88,13 +88,20 @@ fn greedy_equals_tch_reference_for_every_batching() {
 /// The fused graph (GroupQueryAttention etc.) under the same batching, padding and refills.
 #[test]
 fn fused_graph_greedy_equals_tch_reference_for_every_batching() {
-    greedy_equals_tch(setup_with(21, flywheel_export::ExportOptions::fused()));
+    let setup = setup_with(21, flywheel_export::ExportOptions::fused());
+    let engine = Engine::load(&setup.2, EngineConfig::default()).expect("engine");
+    assert!(
+        engine.shares_kv_buffer(),
+        "fused graphs decode with past and present in one buffer"
+    );
+    greedy_equals_tch(setup);
 }
 
 fn greedy_equals_tch((_dir, model, onnx): (tempfile::TempDir, PathBuf, PathBuf)) {
     // Our exports take `logits_to_keep`: prefill below runs on last-position logits only.
     let engine = Engine::load(&onnx, EngineConfig::default()).expect("engine");
     assert!(engine.last_logits_only());
+    drop(engine);
     let llama = Llama::load(&model, tch::Device::Cpu, tch::Kind::Float).expect("load");
     let params = SamplingParams {
         temperature: 0.0,
