@@ -535,19 +535,23 @@ impl Engine {
         let (src, dst) = (Layout::new(total, cap), Layout::new(t2, cap2));
         let prefilled = Layout::new(lmax, lmax);
         let mut cache = Vec::with_capacity(self.past_names.len());
+        // Layer by layer, so each old and prefilled tensor is freed as soon as it is copied and
+        // the refill holds about one cache, not three.
+        let (mut old, mut fresh) = (past.into_iter(), prefill_past.into_iter());
+        let missing = || EngineError::Run("cache has fewer tensors than the graph".into());
         if b2 > 0 {
-            for layer in 0..self.past_names.len() {
+            for _ in 0..self.past_names.len() {
                 let mut buf = vec![0f32; b2 * kv * cap2 * d];
                 if !keep.is_empty() {
-                    let (_, data) = past[layer].try_extract_tensor::<f32>().map_err(run_err)?;
+                    let layer = old.next().ok_or_else(missing)?;
+                    let (_, data) = layer.try_extract_tensor::<f32>().map_err(run_err)?;
                     for (to, row) in keep.iter().enumerate() {
                         copy_row(data, src, row.slot, &mut buf, dst, to, kv, d, row.len);
                     }
                 }
                 if !entering.is_empty() {
-                    let (_, data) = prefill_past[layer]
-                        .try_extract_tensor::<f32>()
-                        .map_err(run_err)?;
+                    let layer = fresh.next().ok_or_else(missing)?;
+                    let (_, data) = layer.try_extract_tensor::<f32>().map_err(run_err)?;
                     for (j, row) in entering.iter().enumerate() {
                         let to = keep.len() + j;
                         copy_row(data, prefilled, row.slot, &mut buf, dst, to, kv, d, row.len);
