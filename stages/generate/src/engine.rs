@@ -7,6 +7,12 @@
 //! merged with the surviving rows into a freshly trimmed cache. Refills happen as soon as
 //! `refill_min` slots are free or dead (default batch/8, at least 1), so finished rows cost at
 //! most that many rows of compute for a few steps, and the cache never keeps columns no row uses.
+//!
+//! Graphs exported with fused operators are marked for GroupQueryAttention's shared-buffer mode:
+//! the cache then has spare columns after `total` (enough for the longest generation still
+//! possible, sized at each refill), and every decode step binds the same buffer as past input and
+//! present output, so the new key/value is written in place instead of the whole cache being
+//! copied into a fresh present.
 
 use crate::sampler::{sample, Rng, SamplingParams};
 use flywheel_export::decoder::{LOGITS_TO_KEEP, SHARE_BUFFER_KEY};
