@@ -100,8 +100,9 @@ fn params() -> SamplingParams {
     }
 }
 
-/// One generation of `batch` copies of the prompt; aggregate new tokens/s.
-fn tokens_per_second(engine: &mut Engine, prompt: &[u32], batch: usize, seed: u64) -> f64 {
+/// One generation of `batch` copies of the prompt, each request seeded from `seed`; returns the
+/// new tokens and the wall time.
+fn generate_once(engine: &mut Engine, prompt: &[u32], batch: usize, seed: u64) -> (u64, Duration) {
     let reqs = (0..batch)
         .map(|k| Request {
             key: k as u64,
@@ -116,7 +117,13 @@ fn tokens_per_second(engine: &mut Engine, prompt: &[u32], batch: usize, seed: u6
     };
     let t = Instant::now();
     engine.run(&mut d).expect("run");
-    d.tokens as f64 / t.elapsed().as_secs_f64()
+    (d.tokens, t.elapsed())
+}
+
+/// Aggregate new tokens/s of one [`generate_once`].
+fn tokens_per_second(engine: &mut Engine, prompt: &[u32], batch: usize, seed: u64) -> f64 {
+    let (tokens, dt) = generate_once(engine, prompt, batch, seed);
+    tokens as f64 / dt.as_secs_f64()
 }
 
 /// `FLYWHEEL_BENCH_ROUNDS=N`: instead of criterion's graph-after-graph groups, alternate the
@@ -169,7 +176,6 @@ fn interleaved(graphs: &[(&str, PathBuf)], prompt: &[u32], rounds: u64) {
 }
 
 fn bench_graph(c: &mut Criterion, name: &str, onnx: &std::path::Path, prompt: &[u32]) {
-    let params = params();
     let mut group = c.benchmark_group(format!("generate_smollm2_f32_cpu_{name}"));
     group
         .sample_size(10)
@@ -188,26 +194,11 @@ fn bench_graph(c: &mut Criterion, name: &str, onnx: &std::path::Path, prompt: &[
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for i in 0..iters {
-                    let reqs = (0..batch)
-                        .map(|k| Request {
-                            key: k as u64,
-                            prompt: prompt.to_vec(),
-                            params: params.clone(),
-                            seed: i * 1000 + k as u64,
-                        })
-                        .collect();
-                    let mut d = Fixed {
-                        waiting: reqs,
-                        tokens: 0,
-                    };
-                    let t = Instant::now();
-                    engine.run(&mut d).expect("run");
-                    let dt = t.elapsed();
+                    let (tokens, dt) = generate_once(&mut engine, prompt, batch, i);
                     eprintln!(
-                        "{name} batch {batch}: {} new tokens in {:.2} s = {:.1} tokens/s",
-                        d.tokens,
+                        "{name} batch {batch}: {tokens} new tokens in {:.2} s = {:.1} tokens/s",
                         dt.as_secs_f64(),
-                        d.tokens as f64 / dt.as_secs_f64()
+                        tokens as f64 / dt.as_secs_f64()
                     );
                     total += dt;
                 }

@@ -6,6 +6,7 @@ mod common;
 
 use common::flywheel;
 use flywheel::commands::export::{run, DtypeChoice, ExportArgs};
+use flywheel_export::parity::ParityReport;
 use flywheel_model::chat::ChatTemplate;
 use flywheel_model::generate::greedy;
 use flywheel_model::{tiny, tokenizer, Llama};
@@ -23,6 +24,22 @@ fn args(model: &Path, out: &Path) -> ExportArgs {
         check: true,
         threads: 0,
     }
+}
+
+/// Runs the export (with `--check`), prints the figures under `label`, and asserts parity
+/// within `bound` with identical greedy choices.
+fn export_checked(args: ExportArgs, bound: f64, label: &str) -> ParityReport {
+    let report = run(&args).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let p = report.parity.expect("parity report");
+    eprintln!(
+        "{label}: prefill {:.2e} decode {:.2e}, export {:.1} s",
+        p.prefill_max_abs_diff, p.decode_max_abs_diff, report.export.seconds
+    );
+    assert!(
+        p.max_abs_diff() < bound && p.greedy_identical,
+        "{label}: {p:?}"
+    );
+    p
 }
 
 fn python() -> PathBuf {
@@ -51,12 +68,7 @@ fn tiny_model_export_matches_tch_within_1e4() {
     let m = dir.path().join("tiny");
     tiny::create(&m, 5).expect("tiny");
     let out = dir.path().join("onnx");
-    let report = run(&args(&m, &out)).expect("export");
-    let parity = report.parity.expect("parity report");
-    eprintln!(
-        "tiny: prefill {:.2e} decode {:.2e}",
-        parity.prefill_max_abs_diff, parity.decode_max_abs_diff
-    );
+    let parity = export_checked(args(&m, &out), 1e-4, "tiny");
     assert_eq!(parity.decode_steps, 16);
     assert!(
         parity
@@ -65,12 +77,6 @@ fn tiny_model_export_matches_tch_within_1e4() {
             .any(|&l| l != parity.prompt_lengths[0]),
         "prompts must differ in length to test padding"
     );
-    assert!(
-        parity.max_abs_diff() < 1e-4,
-        "max |Δlogit| {}",
-        parity.max_abs_diff()
-    );
-    assert!(parity.greedy_identical);
     for f in [
         "model.onnx",
         "model.onnx.data",
@@ -96,20 +102,11 @@ fn tiny_model_fused_export_matches_tch_and_genai() {
     let m = dir.path().join("tiny");
     tiny::create(&m, 5).expect("tiny");
     let out = dir.path().join("onnx");
-    let report = run(&ExportArgs {
+    let fused = ExportArgs {
         fused: true,
         ..args(&m, &out)
-    })
-    .expect("export");
-    let parity = report.parity.expect("parity report");
-    eprintln!(
-        "tiny fused: prefill {:.2e} decode {:.2e}",
-        parity.prefill_max_abs_diff, parity.decode_max_abs_diff
-    );
-    assert!(
-        parity.max_abs_diff() < 1e-4 && parity.greedy_identical,
-        "{parity:?}"
-    );
+    };
+    export_checked(fused, 1e-4, "tiny fused");
     let graph = std::fs::read(out.join("model.onnx")).expect("model.onnx");
     for op in [
         "GroupQueryAttention",
@@ -156,10 +153,7 @@ fn every_architecture_variant_exports_with_parity() {
     for v in ["llama_untied_bias", "llama3_rope", "qwen2", "mistral"] {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = common::fixtures().join("hf_variants").join(v);
-        let report =
-            run(&args(&src, &dir.path().join("onnx"))).unwrap_or_else(|e| panic!("{v}: {e}"));
-        let p = report.parity.expect("parity");
-        assert!(p.max_abs_diff() < 1e-4 && p.greedy_identical, "{v}: {p:?}");
+        export_checked(args(&src, &dir.path().join("onnx")), 1e-4, v);
     }
 }
 
@@ -230,17 +224,11 @@ fn smollm2_export_matches_tch_and_genai_on_a_countdown_prompt() {
     })
     .expect("import (run .ci/setup)");
     let out = m.join("onnx");
-    let report = run(&ExportArgs {
+    let default_out = ExportArgs {
         out: None,
         ..args(&m, &out)
-    })
-    .expect("export");
-    let p = report.parity.expect("parity");
-    eprintln!(
-        "smollm2: prefill {:.2e} decode {:.2e} in {:.1} s",
-        p.prefill_max_abs_diff, p.decode_max_abs_diff, report.export.seconds
-    );
-    assert!(p.max_abs_diff() < 1e-3 && p.greedy_identical, "{p:?}");
+    };
+    export_checked(default_out, 1e-3, "smollm2");
     let model = Llama::load(&m, Device::Cpu, Kind::Float).expect("load");
     let tok = tokenizer::load(&m).expect("tokenizer");
     let task = flywheel_datasets::task::load_task("countdown").expect("task");
@@ -266,17 +254,11 @@ fn smollm2_export_matches_tch_and_genai_on_a_countdown_prompt() {
     );
 
     let fused = m.join("onnx-fused");
-    let report = run(&ExportArgs {
+    let fused_args = ExportArgs {
         fused: true,
         ..args(&m, &fused)
-    })
-    .expect("fused export");
-    let p = report.parity.expect("parity");
-    eprintln!(
-        "smollm2 fused: prefill {:.2e} decode {:.2e}",
-        p.prefill_max_abs_diff, p.decode_max_abs_diff
-    );
-    assert!(p.max_abs_diff() < 1e-3 && p.greedy_identical, "{p:?}");
+    };
+    export_checked(fused_args, 1e-3, "smollm2 fused");
     assert_eq!(
         genai_greedy(&fused, &prompt, 32),
         ours,

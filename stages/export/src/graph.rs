@@ -158,15 +158,7 @@ impl Graph {
         attrs: Vec<AttributeProto>,
         out: &str,
     ) -> String {
-        let name = self.fresh_name(op);
-        self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| (*s).to_owned()).collect(),
-            output: vec![out.to_owned()],
-            name: Some(name),
-            op_type: Some(op.to_owned()),
-            attribute: attrs,
-            ..Default::default()
-        });
+        self.push_node(op, None, inputs, attrs, vec![out.to_owned()]);
         out.to_owned()
     }
 
@@ -179,9 +171,7 @@ impl Graph {
         attrs: Vec<AttributeProto>,
         outputs: usize,
     ) -> Vec<String> {
-        let outs: Vec<String> = (0..outputs)
-            .map(|i| self.fresh_name(&format!("{op}_output{i}")))
-            .collect();
+        let outs = self.output_names(op, outputs);
         self.contrib_to(op, inputs, attrs, &outs);
         outs
     }
@@ -194,17 +184,8 @@ impl Graph {
         attrs: Vec<AttributeProto>,
         outputs: &[String],
     ) {
-        let name = self.fresh_name(op);
         self.uses_contrib = true;
-        self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| (*s).to_owned()).collect(),
-            output: outputs.to_vec(),
-            name: Some(name),
-            op_type: Some(op.to_owned()),
-            domain: Some(CONTRIB_DOMAIN.to_owned()),
-            attribute: attrs,
-            ..Default::default()
-        });
+        self.push_node(op, Some(CONTRIB_DOMAIN), inputs, attrs, outputs.to_vec());
     }
 
     /// Adds a standard-domain node with `outputs` generated output names, returning them.
@@ -215,19 +196,35 @@ impl Graph {
         attrs: Vec<AttributeProto>,
         outputs: usize,
     ) -> Vec<String> {
-        let outs: Vec<String> = (0..outputs)
+        let outs = self.output_names(op, outputs);
+        self.push_node(op, None, inputs, attrs, outs.clone());
+        outs
+    }
+
+    fn output_names(&mut self, op: &str, n: usize) -> Vec<String> {
+        (0..n)
             .map(|i| self.fresh_name(&format!("{op}_output{i}")))
-            .collect();
+            .collect()
+    }
+
+    fn push_node(
+        &mut self,
+        op: &str,
+        domain: Option<&str>,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        outputs: Vec<String>,
+    ) {
         let name = self.fresh_name(op);
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| (*s).to_owned()).collect(),
-            output: outs.clone(),
+            output: outputs,
             name: Some(name),
             op_type: Some(op.to_owned()),
+            domain: domain.map(str::to_owned),
             attribute: attrs,
             ..Default::default()
         });
-        outs
     }
 
     /// Adds a node with one generated output name.
