@@ -99,6 +99,10 @@ pub struct EngineConfig {
     pub refill_min: Option<usize>,
     /// Execution provider. With CUDA the KV cache still lives in host memory between steps.
     pub provider: Provider,
+    /// Padded prompt tokens per prefill forward: new requests are prefilled in groups of at
+    /// most this size (a longer single prompt goes alone), which bounds prefill activations and
+    /// attention buffers whatever the batch size.
+    pub prefill_tokens: usize,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +112,7 @@ impl Default for EngineConfig {
             threads: 0,
             refill_min: None,
             provider: Provider::Auto,
+            prefill_tokens: 8192,
         }
     }
 }
@@ -477,6 +482,46 @@ impl Engine {
         }
     }
 
+    /// Prefills `reqs` in one left-padded batch and samples each one's first token. Returns the
+    /// rows (`slot` = row in the presents), the presents and the padded prompt length.
+    fn prefill(
+        &mut self,
+        reqs: Vec<Request>,
+        stats: &mut RunStats,
+    ) -> Result<(Vec<Row>, Vec<DynValue>, usize), EngineError> {
+        let vocab = self.dims.vocab;
+        let (k, lmax) = (
+            reqs.len(),
+            reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0),
+        );
+        let (mut ids, mut mask, mut pos) = (
+            vec![0i64; k * lmax],
+            vec![0i64; k * lmax],
+            vec![0i64; k * lmax],
+        );
+        for (r, req) in reqs.iter().enumerate() {
+            let pad = lmax - req.prompt.len();
+            for (j, &t) in req.prompt.iter().enumerate() {
+                ids[r * lmax + pad + j] = i64::from(t);
+                mask[r * lmax + pad + j] = 1;
+                pos[r * lmax + pad + j] = j as i64;
+            }
+            stats.prefill_tokens += req.prompt.len() as u64;
+        }
+        let empty = self.empty_past(k)?;
+        let (logits, presents) = self.forward(k, ids, pos, mask, empty, false)?;
+        let rows = reqs
+            .into_iter()
+            .enumerate()
+            .map(|(slot, req)| {
+                let mut row = Row::new(req, slot);
+                self.advance(&mut row, &logits[slot * vocab..(slot + 1) * vocab]);
+                row
+            })
+            .collect();
+        Ok((rows, presents, lmax))
+    }
+
     /// Prefills `new` requests and merges them with the unfinished `rows` into a new, trimmed
     /// cache. Returns the rows now in the cache (slots renumbered), the cache, its length, and the
     /// new rows that finished on their very first token (they never enter the cache).
@@ -489,61 +534,44 @@ impl Engine {
         new: Vec<Request>,
         stats: &mut RunStats,
     ) -> Result<Batch, EngineError> {
-        let (kv, d, vocab) = (self.dims.kv_heads, self.dims.head_dim, self.dims.vocab);
+        let (kv, d) = (self.dims.kv_heads, self.dims.head_dim);
         let keep: Vec<Row> = rows.into_iter().filter(|r| r.done.is_none()).collect();
-        let mut entering = Vec::with_capacity(new.len());
+        // New prompts are prefilled in groups of bounded padded size, so a refill of long
+        // prompts never needs one huge attention or activation buffer. Each entering row keeps
+        // the index of its group; its `slot` is its row within that group's presents.
+        let mut groups: Vec<(Layout, std::vec::IntoIter<DynValue>)> = Vec::new();
+        let mut entering: Vec<(usize, Row)> = Vec::new();
         let mut finished = Vec::new();
-        let lmax = new.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-        let mut prefill_past = Vec::new();
-        if !new.is_empty() {
-            let k = new.len();
-            let (mut ids, mut mask, mut pos) = (
-                vec![0i64; k * lmax],
-                vec![0i64; k * lmax],
-                vec![0i64; k * lmax],
-            );
-            for (r, req) in new.iter().enumerate() {
-                let pad = lmax - req.prompt.len();
-                for (j, &t) in req.prompt.iter().enumerate() {
-                    ids[r * lmax + pad + j] = i64::from(t);
-                    mask[r * lmax + pad + j] = 1;
-                    pos[r * lmax + pad + j] = j as i64;
-                }
-                stats.prefill_tokens += req.prompt.len() as u64;
-            }
-            let empty = self.empty_past(k)?;
-            let (logits, presents) = self.forward(k, ids, pos, mask, empty, false)?;
-            prefill_past = presents;
-            for (slot, req) in new.into_iter().enumerate() {
-                let mut row = Row::new(req, slot);
-                self.advance(&mut row, &logits[slot * vocab..(slot + 1) * vocab]);
+        for group in prefill_groups(new, self.config.prefill_tokens) {
+            let (rows, presents, lmax) = self.prefill(group, stats)?;
+            for row in rows {
                 if row.done.is_some() {
                     finished.push(row);
                 } else {
-                    entering.push(row);
+                    entering.push((groups.len(), row));
                 }
             }
+            groups.push((Layout::new(lmax, lmax), presents.into_iter()));
         }
         let b2 = keep.len() + entering.len();
         let t2 = keep
             .iter()
-            .chain(&entering)
+            .chain(entering.iter().map(|(_, r)| r))
             .map(|r| r.len)
             .max()
             .unwrap_or(0);
         // Shared-buffer caches get room for the longest generation still possible, so decode
         // steps write in place until the next refill (or a regrow, if a refill never comes).
         let cap2 = if self.share_kv {
-            t2 + self.headroom(keep.iter().chain(&entering), t2)
+            t2 + self.headroom(keep.iter().chain(entering.iter().map(|(_, r)| r)), t2)
         } else {
             t2
         };
         let (src, dst) = (Layout::new(total, cap), Layout::new(t2, cap2));
-        let prefilled = Layout::new(lmax, lmax);
         let mut cache = Vec::with_capacity(self.past_names.len());
         // Layer by layer, so each old and prefilled tensor is freed as soon as it is copied and
         // the refill holds about one cache, not three.
-        let (mut old, mut fresh) = (past.into_iter(), prefill_past.into_iter());
+        let mut old = past.into_iter();
         let missing = || EngineError::Run("cache has fewer tensors than the graph".into());
         if b2 > 0 {
             for _ in 0..self.past_names.len() {
@@ -555,13 +583,23 @@ impl Engine {
                         copy_row(data, src, row.slot, &mut buf, dst, to, kv, d, row.len);
                     }
                 }
-                if !entering.is_empty() {
-                    let layer = fresh.next().ok_or_else(missing)?;
+                let layers: Vec<Option<DynValue>> =
+                    groups.iter_mut().map(|(_, it)| it.next()).collect();
+                for (j, (g, row)) in entering.iter().enumerate() {
+                    let layer = layers[*g].as_ref().ok_or_else(missing)?;
                     let (_, data) = layer.try_extract_tensor::<f32>().map_err(run_err)?;
-                    for (j, row) in entering.iter().enumerate() {
-                        let to = keep.len() + j;
-                        copy_row(data, prefilled, row.slot, &mut buf, dst, to, kv, d, row.len);
-                    }
+                    let to = keep.len() + j;
+                    copy_row(
+                        data,
+                        groups[*g].0,
+                        row.slot,
+                        &mut buf,
+                        dst,
+                        to,
+                        kv,
+                        d,
+                        row.len,
+                    );
                 }
                 let shape = vec![b2 as i64, kv as i64, cap2 as i64, d as i64];
                 let t = OrtTensor::from_array((shape, buf)).map_err(run_err)?;
@@ -570,7 +608,7 @@ impl Engine {
         }
         stats.refills += 1;
         let mut rows = keep;
-        rows.extend(entering);
+        rows.extend(entering.into_iter().map(|(_, r)| r));
         for (i, row) in rows.iter_mut().enumerate() {
             row.slot = i;
         }
@@ -757,6 +795,27 @@ impl Row {
     }
 }
 
+/// Splits waiting requests, in order, into prefill groups of at most `budget` padded tokens
+/// each (at least one request per group).
+fn prefill_groups(reqs: Vec<Request>, budget: usize) -> Vec<Vec<Request>> {
+    let mut groups: Vec<Vec<Request>> = Vec::new();
+    let mut lmax = 0;
+    for req in reqs {
+        let longest = lmax.max(req.prompt.len());
+        match groups.last_mut() {
+            Some(g) if (g.len() + 1) * longest <= budget => {
+                g.push(req);
+                lmax = longest;
+            }
+            _ => {
+                lmax = req.prompt.len();
+                groups.push(vec![req]);
+            }
+        }
+    }
+    groups
+}
+
 /// The rows in the cache, the cache itself (one tensor per past input), its length and its
 /// capacity in columns (larger than the length only in shared-buffer mode), and rows that
 /// finished during a refill.
@@ -799,5 +858,34 @@ fn copy_row(
         let a = ((from * kv + h) * s.stride + (s.end - len)) * d;
         let b = ((to * kv + h) * t.stride + (t.end - len)) * d;
         dst[b..b + len * d].copy_from_slice(&src[a..a + len * d]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(len: usize) -> Request {
+        Request {
+            key: len as u64,
+            prompt: vec![1; len],
+            params: SamplingParams::default(),
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn prefill_groups_keep_order_and_budget() {
+        let lens = [10, 30, 5, 100, 20, 20, 20];
+        let groups = prefill_groups(lens.iter().map(|&l| req(l)).collect(), 60);
+        let got: Vec<Vec<u64>> = groups
+            .iter()
+            .map(|g| g.iter().map(|r| r.key).collect())
+            .collect();
+        // 10+30 pad to 2×30; adding 5 makes 3×30 > 60; 100 goes alone; then 20, 20, 20 = 60.
+        assert_eq!(
+            got,
+            vec![vec![10, 30], vec![5], vec![100], vec![20, 20, 20]]
+        );
     }
 }

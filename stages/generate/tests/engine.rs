@@ -47,16 +47,17 @@ fn prompts() -> Vec<Vec<u32>> {
 }
 
 fn run(onnx: &Path, batch: usize, reqs: Vec<Request>) -> Vec<Completion> {
-    let mut engine = Engine::load(
-        onnx,
-        EngineConfig {
-            batch_size: batch,
-            threads: 1,
-            refill_min: None,
-            ..Default::default()
-        },
-    )
-    .expect("engine");
+    let config = EngineConfig {
+        batch_size: batch,
+        threads: 1,
+        refill_min: None,
+        ..Default::default()
+    };
+    run_with(onnx, config, reqs)
+}
+
+fn run_with(onnx: &Path, config: EngineConfig, reqs: Vec<Request>) -> Vec<Completion> {
+    let mut engine = Engine::load(onnx, config).expect("engine");
     let mut q = Queue {
         waiting: reqs.into(),
         done: Vec::new(),
@@ -125,6 +126,18 @@ fn greedy_equals_tch((_dir, model, onnx): (tempfile::TempDir, PathBuf, PathBuf))
         for (c, w) in got.iter().zip(&want) {
             assert_eq!(&c.tokens, w, "batch {batch}, request {}", c.key);
         }
+    }
+    // All 7 at once, but prefilled in groups of at most 40 padded tokens (prompts are 3 to 33
+    // tokens long), merged into one cache.
+    let config = EngineConfig {
+        batch_size: 8,
+        threads: 1,
+        prefill_tokens: 40,
+        ..Default::default()
+    };
+    let got = run_with(&onnx, config, requests(&params));
+    for (c, w) in got.iter().zip(&want) {
+        assert_eq!(&c.tokens, w, "grouped prefill, request {}", c.key);
     }
 }
 
