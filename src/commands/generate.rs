@@ -196,6 +196,7 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
                 DeviceArg::Cpu => Provider::Cpu,
                 DeviceArg::Cuda => Provider::Cuda,
             },
+            ..Default::default()
         },
     )?;
     let store = Store::open(&args.out, &meta)?;

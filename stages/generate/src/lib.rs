@@ -1,6 +1,7 @@
 //! The generation room of flywheel: an ONNX Runtime sampling engine with a KV cache and
 //! continuous batching. It knows nothing of tasks or the store: requests in, completions out.
 
+mod cache;
 pub mod engine;
 pub mod sampler;
 
