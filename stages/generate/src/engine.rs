@@ -98,7 +98,9 @@ pub struct EngineConfig {
     pub threads: usize,
     /// Refill when at least this many slots are free or dead (default: batch/8, at least 1).
     pub refill_min: Option<usize>,
-    /// Execution provider. With CUDA the KV cache still lives in host memory between steps.
+    /// Execution provider (default: the CPU, so library callers and tests are deterministic
+    /// whatever the machine; the CLI defaults to `auto`). With CUDA the KV cache still lives in
+    /// host memory between steps.
     pub provider: Provider,
     /// Padded prompt tokens per prefill forward: new requests are prefilled in groups of at
     /// most this size (a longer single prompt goes alone), which bounds prefill activations and
@@ -112,7 +114,7 @@ impl Default for EngineConfig {
             batch_size: 8,
             threads: 0,
             refill_min: None,
-            provider: Provider::Auto,
+            provider: Provider::Cpu,
             prefill_tokens: 8192,
         }
     }
