@@ -100,6 +100,15 @@ fn params() -> SamplingParams {
     }
 }
 
+/// The engine as benchmarked: CPU, ONNX Runtime's default thread count.
+fn load_engine(onnx: &std::path::Path, batch: usize) -> Engine {
+    let config = EngineConfig {
+        batch_size: batch,
+        ..Default::default()
+    };
+    Engine::load(onnx, config).expect("engine")
+}
+
 /// One generation of `batch` copies of the prompt, each request seeded from `seed`; returns the
 /// new tokens and the wall time.
 fn generate_once(engine: &mut Engine, prompt: &[u32], batch: usize, seed: u64) -> (u64, Duration) {
@@ -133,15 +142,7 @@ fn interleaved(graphs: &[(&str, PathBuf)], prompt: &[u32], rounds: u64) {
     for batch in [1usize, 32] {
         let mut engines: Vec<Engine> = graphs
             .iter()
-            .map(|(_, onnx)| {
-                let config = EngineConfig {
-                    batch_size: batch,
-                    threads: 0,
-                    refill_min: None,
-                    ..Default::default()
-                };
-                Engine::load(onnx, config).expect("engine")
-            })
+            .map(|(_, onnx)| load_engine(onnx, batch))
             .collect();
         let mut rates = vec![Vec::new(); graphs.len()];
         for round in 0..=rounds {
@@ -182,13 +183,7 @@ fn bench_graph(c: &mut Criterion, name: &str, onnx: &std::path::Path, prompt: &[
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_secs(1));
     for batch in [1usize, 32] {
-        let config = EngineConfig {
-            batch_size: batch,
-            threads: 0,
-            refill_min: None,
-            ..Default::default()
-        };
-        let mut engine = Engine::load(onnx, config).expect("engine");
+        let mut engine = load_engine(onnx, batch);
         group.throughput(Throughput::Elements((batch * 128) as u64));
         group.bench_function(format!("batch{batch}"), |b| {
             b.iter_custom(|iters| {
