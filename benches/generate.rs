@@ -118,6 +118,7 @@ fn generate_once(engine: &mut Engine, prompt: &[u32], batch: usize, seed: u64) -
             prompt: prompt.to_vec(),
             params: params(),
             seed: seed * 1000 + k as u64,
+            keep_kv: false,
         })
         .collect();
     let mut d = Fixed {

@@ -428,6 +428,8 @@ impl Driver for Pipeline<'_> {
             prompt,
             params: self.config.params.clone(),
             seed: request_seed(self.config.seed, &slot),
+            // Reflections extend their attempt's conversation and retries their reflection's.
+            keep_kv: slot.stage != Stage::Retry,
         })
     }
 

@@ -47,6 +47,7 @@ fn args(out: &Path) -> GenerateArgs {
         shard: None,
         device: flywheel::commands::DeviceArg::Cpu,
         threads: 1,
+        prefix_cache_mib: 1024,
         quiet: true,
     }
 }
@@ -301,6 +302,8 @@ fn malformed_input_line_stops_before_any_work() {
 /// Batch size 1 makes every request's arithmetic independent of what else is in flight: with
 /// larger batches, padding changes floating-point summation order in the last bits, which can
 /// flip a near-tie sample of a request regenerated after the crash (keys and counts still match).
+/// The prefix cache is off for the same reason: a reflection regenerated after the crash has no
+/// cached attempt to extend, and a full prefill differs from an extended one in the last bits.
 #[test]
 fn kill_9_and_resume_equals_uninterrupted_run() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -308,6 +311,7 @@ fn kill_9_and_resume_equals_uninterrupted_run() {
     let a = GenerateArgs {
         limit: Some(40),
         batch_size: 1,
+        prefix_cache_mib: 0,
         ..args(&reference)
     };
     run(&a).expect("reference run");
@@ -324,6 +328,8 @@ fn kill_9_and_resume_equals_uninterrupted_run() {
             "4",
             "--batch-size",
             "1",
+            "--prefix-cache-mib",
+            "0",
         ])
         .args([
             "--temperature",

@@ -20,11 +20,12 @@ for d in glob.glob(os.path.join(root, "run-*")):
     files = sorted(glob.glob(os.path.join(d, "shard-*", "rollouts.parquet")))
     if not files:
         continue
-    df = pl.concat([pl.read_parquet(f) for f in files])
+    # Task indices count from 0 in each input file: groups are per file.
+    df = pl.concat([pl.read_parquet(f).with_columns(pl.lit(f).alias("src")) for f in files])
     task, level = os.path.basename(d)[len("run-"):].rsplit("-", 1)
     att = df.filter(pl.col("kind") == "attempt")
     ret = df.filter(pl.col("kind") == "retry")
-    groups = ret.group_by(["task_index", "attempt"]).agg(
+    groups = ret.group_by(["src", "task_index", "attempt"]).agg(
         pl.col("pass").sum().alias("p"), pl.len().alias("n")
     )
     mixed = groups.filter((pl.col("p") > 0) & (pl.col("p") < pl.col("n"))).height

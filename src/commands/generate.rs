@@ -92,6 +92,10 @@ pub struct GenerateArgs {
     /// ONNX Runtime intra-op threads (0: its default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// MiB of finished attempts' and reflections' KV cache kept so that the reflections and
+    /// retries extending them prefill only their new tokens (0: off, every prompt prefilled whole).
+    #[arg(long, default_value_t = 1024)]
+    pub prefix_cache_mib: usize,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -191,6 +195,7 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
             batch_size: args.batch_size,
             threads: args.threads,
             refill_min: None,
+            prefix_cache_bytes: args.prefix_cache_mib << 20,
             provider: match args.device {
                 DeviceArg::Auto => Provider::Auto,
                 DeviceArg::Cpu => Provider::Cpu,

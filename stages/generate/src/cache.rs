@@ -69,6 +69,7 @@ mod tests {
             prompt: vec![1; len],
             params: SamplingParams::default(),
             seed: 0,
+            keep_kv: false,
         }
     }
 

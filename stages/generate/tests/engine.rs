@@ -77,6 +77,7 @@ fn requests(params: &SamplingParams) -> Vec<Request> {
             prompt: p,
             params: params.clone(),
             seed: 1000 + i as u64,
+            keep_kv: false,
         })
         .collect()
 }
@@ -281,4 +282,114 @@ fn finished_rows_are_replaced_without_wasted_steps() {
     assert_eq!(stats.dead_row_steps, 0);
     assert!(stats.refills >= 3, "{stats:?}");
     assert!(stats.steps < 7 * 10, "rows were not batched: {stats:?}");
+}
+
+/// Requests `0..7` (kept), and on each one's completion two requests extending its whole
+/// conversation (prompt, generated tokens, three more tokens): keys `100 + i` and `200 + i`,
+/// identical prompts, different seeds.
+struct Chain {
+    waiting: VecDeque<Request>,
+    done: Vec<Completion>,
+}
+
+impl Driver for Chain {
+    fn next_request(&mut self) -> Option<Request> {
+        self.waiting.pop_front()
+    }
+    fn complete(&mut self, c: Completion) -> Result<(), String> {
+        if c.key < 100 {
+            let prompt: Vec<u32> = c
+                .prompt
+                .iter()
+                .chain(&c.tokens)
+                .copied()
+                .chain([5, 6, 7])
+                .collect();
+            for k in [100, 200] {
+                self.waiting.push_back(Request {
+                    key: k + c.key,
+                    prompt: prompt.clone(),
+                    params: c_params(),
+                    seed: k + c.key,
+                    keep_kv: false,
+                });
+            }
+        }
+        self.done.push(c);
+        Ok(())
+    }
+}
+
+fn c_params() -> SamplingParams {
+    SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: 12,
+        ..Default::default()
+    }
+}
+
+fn chain(onnx: &Path, prefix_cache_bytes: usize) -> (Vec<Completion>, flywheel_generate::RunStats) {
+    let mut engine = Engine::load(
+        onnx,
+        EngineConfig {
+            batch_size: 3,
+            threads: 1,
+            prefix_cache_bytes,
+            ..Default::default()
+        },
+    )
+    .expect("engine");
+    let mut reqs = requests(&c_params());
+    reqs.iter_mut().for_each(|r| r.keep_kv = true);
+    let mut d = Chain {
+        waiting: reqs.into(),
+        done: Vec::new(),
+    };
+    let stats = engine.run(&mut d).expect("run");
+    d.done.sort_by_key(|c| c.key);
+    (d.done, stats)
+}
+
+/// Prompts extending a finished, kept sequence prefill only their new tokens on top of its
+/// cache; the greedy continuation equals tch's on the whole prompt, on both graphs, and two
+/// requests with the same prompt share one prefill.
+#[test]
+fn prefix_reuse_equals_full_prefill_and_tch() {
+    for options in [
+        flywheel_export::ExportOptions::f32(),
+        flywheel_export::ExportOptions::fused(),
+    ] {
+        let (_dir, model, onnx) = setup_with(33, options);
+        let (with, stats) = chain(&onnx, 64 << 20);
+        let (without, plain) = chain(&onnx, 0);
+        assert_eq!(with.len(), 21);
+        assert_eq!(plain.prefix_hits, 0);
+        // A kept sequence is the prompt plus all generated tokens but the last (never fed);
+        // reuse needs at least 16 tokens, which all but the 3-token prompt reach.
+        let eligible = with
+            .iter()
+            .filter(|c| c.key < 100 && c.prompt.len() + c.tokens.len() > 16)
+            .count() as u64;
+        assert!(eligible >= 5);
+        assert_eq!(stats.prefix_hits, 2 * eligible, "{stats:?}");
+        assert!(stats.reused_tokens > 0 && stats.prefill_tokens < plain.prefill_tokens);
+        let llama = Llama::load(&model, tch::Device::Cpu, tch::Kind::Float).expect("load");
+        for (a, b) in with.iter().zip(&without) {
+            assert_eq!((a.key, &a.prompt), (b.key, &b.prompt));
+            assert_eq!(a.tokens, b.tokens, "request {}", a.key);
+            for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+                assert!((x - y).abs() < 1e-4, "request {}: {x} vs {y}", a.key);
+            }
+            if a.key >= 100 {
+                let ids: Vec<i64> = a.prompt.iter().map(|&t| i64::from(t)).collect();
+                let want: Vec<u32> =
+                    flywheel_model::generate::greedy(&llama, &ids, 12, &llama.config.eos_ids())
+                        .tokens
+                        .iter()
+                        .map(|&t| t as u32)
+                        .collect();
+                assert_eq!(a.tokens, want, "request {} against tch", a.key);
+            }
+        }
+    }
 }

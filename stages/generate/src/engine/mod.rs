@@ -14,7 +14,9 @@
 //! present output, so the new key/value is written in place instead of the whole cache being
 //! copied into a fresh present.
 
-use crate::cache::{copy_row, prefill_groups, Layout};
+use crate::cache::Layout;
+use crate::dims::ModelDims;
+use crate::prefix::PrefixCache;
 use crate::sampler::{sample, Rng, SamplingParams};
 use flywheel_export::decoder::{LOGITS_TO_KEEP, SHARE_BUFFER_KEY};
 use flywheel_export::runtime::{self, Provider, RuntimeError};
@@ -24,6 +26,8 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokenizers::Tokenizer;
+
+mod prefill;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -59,6 +63,9 @@ pub struct Request {
     pub prompt: Vec<u32>,
     pub params: SamplingParams,
     pub seed: u64,
+    /// Keep this sequence's KV cache when it finishes, for later prompts that extend it (see
+    /// [`EngineConfig::prefix_cache_bytes`]).
+    pub keep_kv: bool,
 }
 
 /// A finished generation.
@@ -106,7 +113,13 @@ pub struct EngineConfig {
     /// most this size (a longer single prompt goes alone), which bounds prefill activations and
     /// attention buffers whatever the batch size.
     pub prefill_tokens: usize,
+    /// Bytes of finished sequences' KV cache kept for prefix reuse (0: none). A request whose
+    /// prompt starts with a kept sequence (`keep_kv`) prefills only the rest of its prompt.
+    pub prefix_cache_bytes: usize,
 }
+
+/// Shortest prefix worth reusing: below this a prefill of the whole prompt costs about as much.
+const MIN_REUSE_TOKENS: usize = 16;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -116,6 +129,7 @@ impl Default for EngineConfig {
             refill_min: None,
             provider: Provider::Cpu,
             prefill_tokens: 8192,
+            prefix_cache_bytes: 1 << 30,
         }
     }
 }
@@ -125,7 +139,11 @@ impl Default for EngineConfig {
 pub struct RunStats {
     pub completions: u64,
     pub new_tokens: u64,
+    /// Prompt tokens computed by prefill (reused prefixes excluded).
     pub prefill_tokens: u64,
+    /// Requests whose prompt started with a kept sequence, and the prompt tokens so reused.
+    pub prefix_hits: u64,
+    pub reused_tokens: u64,
     pub steps: u64,
     /// Row-steps spent on rows that had already finished (waiting for the next refill).
     pub dead_row_steps: u64,
@@ -147,58 +165,6 @@ struct Row {
     slot: usize,
 }
 
-/// Model dimensions read from `genai_config.json`.
-#[derive(Debug, Clone)]
-pub struct ModelDims {
-    pub layers: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub vocab: usize,
-    pub context: usize,
-    pub eos: Vec<u32>,
-}
-
-impl ModelDims {
-    pub fn load(dir: &Path) -> Result<Self, EngineError> {
-        let path = dir.join("genai_config.json");
-        let bad = |what: String| EngineError::Model {
-            path: path.clone(),
-            what,
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        let m = &v["model"];
-        let num = |x: &serde_json::Value, what: &str| {
-            x.as_u64()
-                .map(|n| n as usize)
-                .ok_or_else(|| bad(format!("missing {what}")))
-        };
-        let eos = match &m["eos_token_id"] {
-            serde_json::Value::Array(a) => a
-                .iter()
-                .filter_map(|x| x.as_u64())
-                .map(|x| x as u32)
-                .collect(),
-            x => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        };
-        Ok(Self {
-            layers: num(
-                &m["decoder"]["num_hidden_layers"],
-                "model.decoder.num_hidden_layers",
-            )?,
-            kv_heads: num(
-                &m["decoder"]["num_key_value_heads"],
-                "model.decoder.num_key_value_heads",
-            )?,
-            head_dim: num(&m["decoder"]["head_size"], "model.decoder.head_size")?,
-            vocab: num(&m["vocab_size"], "model.vocab_size")?,
-            context: num(&m["context_length"], "model.context_length")?,
-            eos,
-        })
-    }
-}
-
 pub struct Engine {
     session: Session,
     pub tokenizer: Tokenizer,
@@ -211,6 +177,7 @@ pub struct Engine {
     share_kv: bool,
     past_names: Vec<String>,
     present_names: Vec<String>,
+    prefixes: PrefixCache,
 }
 
 fn unix_ms() -> u64 {
@@ -274,6 +241,12 @@ impl Engine {
             .and_then(|m| m.custom(SHARE_BUFFER_KEY))
             .is_some_and(|v| v == "true");
         let batch_size = config.batch_size.max(1);
+        let prefixes = PrefixCache::new(
+            config.prefix_cache_bytes,
+            MIN_REUSE_TOKENS,
+            dims.kv_heads,
+            dims.head_dim,
+        );
         Ok(Self {
             session,
             tokenizer,
@@ -288,6 +261,7 @@ impl Engine {
             share_kv,
             past_names,
             present_names,
+            prefixes,
         })
     }
 
@@ -485,145 +459,6 @@ impl Engine {
         }
     }
 
-    /// Prefills `reqs` in one left-padded batch and samples each one's first token. Returns the
-    /// rows (`slot` = row in the presents), the presents and the padded prompt length.
-    fn prefill(
-        &mut self,
-        reqs: Vec<Request>,
-        stats: &mut RunStats,
-    ) -> Result<(Vec<Row>, Vec<DynValue>, usize), EngineError> {
-        let vocab = self.dims.vocab;
-        let (k, lmax) = (
-            reqs.len(),
-            reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0),
-        );
-        let (mut ids, mut mask, mut pos) = (
-            vec![0i64; k * lmax],
-            vec![0i64; k * lmax],
-            vec![0i64; k * lmax],
-        );
-        for (r, req) in reqs.iter().enumerate() {
-            let pad = lmax - req.prompt.len();
-            for (j, &t) in req.prompt.iter().enumerate() {
-                ids[r * lmax + pad + j] = i64::from(t);
-                mask[r * lmax + pad + j] = 1;
-                pos[r * lmax + pad + j] = j as i64;
-            }
-            stats.prefill_tokens += req.prompt.len() as u64;
-        }
-        let empty = self.empty_past(k)?;
-        let (logits, presents) = self.forward(k, ids, pos, mask, empty, false)?;
-        let rows = reqs
-            .into_iter()
-            .enumerate()
-            .map(|(slot, req)| {
-                let mut row = Row::new(req, slot);
-                self.advance(&mut row, &logits[slot * vocab..(slot + 1) * vocab]);
-                row
-            })
-            .collect();
-        Ok((rows, presents, lmax))
-    }
-
-    /// Prefills `new` requests and merges them with the unfinished `rows` into a new, trimmed
-    /// cache. Returns the rows now in the cache (slots renumbered), the cache, its length, and the
-    /// new rows that finished on their very first token (they never enter the cache).
-    fn refill(
-        &mut self,
-        rows: Vec<Row>,
-        past: Vec<DynValue>,
-        total: usize,
-        cap: usize,
-        new: Vec<Request>,
-        stats: &mut RunStats,
-    ) -> Result<Batch, EngineError> {
-        let (kv, d) = (self.dims.kv_heads, self.dims.head_dim);
-        let keep: Vec<Row> = rows.into_iter().filter(|r| r.done.is_none()).collect();
-        // New prompts are prefilled in groups of bounded padded size, so a refill of long
-        // prompts never needs one huge attention or activation buffer. Each entering row keeps
-        // the index of its group; its `slot` is its row within that group's presents.
-        let mut groups: Vec<(Layout, std::vec::IntoIter<DynValue>)> = Vec::new();
-        let mut entering: Vec<(usize, Row)> = Vec::new();
-        let mut finished = Vec::new();
-        for group in prefill_groups(new, self.config.prefill_tokens) {
-            let (rows, presents, lmax) = self.prefill(group, stats)?;
-            for row in rows {
-                if row.done.is_some() {
-                    finished.push(row);
-                } else {
-                    entering.push((groups.len(), row));
-                }
-            }
-            groups.push((Layout::new(lmax, lmax), presents.into_iter()));
-        }
-        let b2 = keep.len() + entering.len();
-        let t2 = keep
-            .iter()
-            .chain(entering.iter().map(|(_, r)| r))
-            .map(|r| r.len)
-            .max()
-            .unwrap_or(0);
-        // Shared-buffer caches get room for the longest generation still possible, so decode
-        // steps write in place until the next refill (or a regrow, if a refill never comes).
-        let cap2 = if self.share_kv {
-            t2 + self.headroom(keep.iter().chain(entering.iter().map(|(_, r)| r)), t2)
-        } else {
-            t2
-        };
-        let (src, dst) = (Layout::new(total, cap), Layout::new(t2, cap2));
-        let mut cache = Vec::with_capacity(self.past_names.len());
-        // Layer by layer, so each old and prefilled tensor is freed as soon as it is copied and
-        // the refill holds about one cache, not three.
-        let mut old = past.into_iter();
-        let missing = || EngineError::Run("cache has fewer tensors than the graph".into());
-        if b2 > 0 {
-            for _ in 0..self.past_names.len() {
-                let mut buf = vec![0f32; b2 * kv * cap2 * d];
-                if !keep.is_empty() {
-                    let layer = old.next().ok_or_else(missing)?;
-                    let (_, data) = layer.try_extract_tensor::<f32>().map_err(run_err)?;
-                    for (to, row) in keep.iter().enumerate() {
-                        copy_row(data, src, row.slot, &mut buf, dst, to, kv, d, row.len);
-                    }
-                }
-                let layers: Vec<Option<DynValue>> =
-                    groups.iter_mut().map(|(_, it)| it.next()).collect();
-                for (j, (g, row)) in entering.iter().enumerate() {
-                    let layer = layers[*g].as_ref().ok_or_else(missing)?;
-                    let (_, data) = layer.try_extract_tensor::<f32>().map_err(run_err)?;
-                    let to = keep.len() + j;
-                    copy_row(
-                        data,
-                        groups[*g].0,
-                        row.slot,
-                        &mut buf,
-                        dst,
-                        to,
-                        kv,
-                        d,
-                        row.len,
-                    );
-                }
-                let shape = vec![b2 as i64, kv as i64, cap2 as i64, d as i64];
-                let t = OrtTensor::from_array((shape, buf)).map_err(run_err)?;
-                cache.push(t.into_dyn());
-            }
-        }
-        stats.refills += 1;
-        let mut rows = keep;
-        rows.extend(entering.into_iter().map(|(_, r)| r));
-        for (i, row) in rows.iter_mut().enumerate() {
-            row.slot = i;
-        }
-        Ok(Batch {
-            rows,
-            cache,
-            total: t2,
-            cap: cap2,
-            finished,
-        })
-    }
-
     /// Runs every request the driver provides, until it has none left and all are finished.
     pub fn run(&mut self, driver: &mut dyn Driver) -> Result<RunStats, EngineError> {
         let start = Instant::now();
@@ -731,6 +566,9 @@ impl Engine {
             stats.dead_row_steps += dead_now as u64;
             for row in rows.iter_mut() {
                 if row.done.is_some() && !row.tokens.is_empty() {
+                    if row.req.keep_kv && self.prefixes.enabled() {
+                        self.keep_prefix(row, &cache, Layout::new(total, cap))?;
+                    }
                     // Report now; the row stays as an empty placeholder until the next refill.
                     let placeholder = row.shallow();
                     let finished = std::mem::replace(row, placeholder);
@@ -785,6 +623,7 @@ impl Row {
                 prompt: Vec::new(),
                 params: self.req.params.clone(),
                 seed: self.req.seed,
+                keep_kv: false,
             },
             rng: Rng::new(0),
             tokens: Vec::new(),
@@ -796,15 +635,4 @@ impl Row {
             slot: self.slot,
         }
     }
-}
-
-/// The rows in the cache, the cache itself (one tensor per past input), its length and its
-/// capacity in columns (larger than the length only in shared-buffer mode), and rows that
-/// finished during a refill.
-struct Batch {
-    rows: Vec<Row>,
-    cache: Vec<DynValue>,
-    total: usize,
-    cap: usize,
-    finished: Vec<Row>,
 }
