@@ -306,16 +306,57 @@ fn malformed_input_line_stops_before_any_work() {
 /// cached attempt to extend, and a full prefill differs from an extended one in the last bits.
 #[test]
 fn kill_9_and_resume_equals_uninterrupted_run() {
+    let (want, got) = kill_and_resume(1, 0);
+    assert_eq!(got, want);
+}
+
+/// The same with the defaults' batching and prefix cache: every record is there exactly once
+/// (the tiny model never passes, so every attempt has G reflections and retries either way).
+#[test]
+fn kill_9_and_resume_with_batching_and_prefix_cache_has_every_record_once() {
+    let (want, got) = kill_and_resume(8, 1024);
+    let keys = |d: &Dump| {
+        let mut k: Vec<(u64, u32, Option<u32>, &str)> = d
+            .attempts
+            .iter()
+            .map(|a| (a.task_index, a.attempt, None, "attempt"))
+            .chain(
+                d.reflections
+                    .iter()
+                    .map(|r| (r.task_index, r.attempt, Some(r.reflection), "reflection")),
+            )
+            .chain(
+                d.retries
+                    .iter()
+                    .map(|r| (r.task_index, r.attempt, Some(r.reflection), "retry")),
+            )
+            .collect();
+        k.sort();
+        k
+    };
+    let (w, g) = (keys(&want), keys(&got));
+    assert_eq!(g, w);
+    assert_eq!(got.tasks, want.tasks);
+    // Sorted keys equal and the store refuses a second record under a key: no duplicates.
+    assert_eq!(
+        w.len(),
+        40 + 2 * 4 * want.attempts.iter().filter(|a| !a.pass).count()
+    );
+}
+
+/// An uninterrupted run and a run killed five times then finished, on 40 tasks.
+fn kill_and_resume(batch: usize, prefix_cache_mib: usize) -> (Dump, Dump) {
     let dir = tempfile::tempdir().expect("tempdir");
     let reference = dir.path().join("reference");
     let a = GenerateArgs {
         limit: Some(40),
-        batch_size: 1,
-        prefix_cache_mib: 0,
+        batch_size: batch,
+        prefix_cache_mib,
         ..args(&reference)
     };
     run(&a).expect("reference run");
     let crashed = dir.path().join("crashed");
+    let (batch, mib) = (batch.to_string(), prefix_cache_mib.to_string());
     let cli = |out: &Path| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_flywheel"));
         c.args([
@@ -327,9 +368,9 @@ fn kill_9_and_resume_equals_uninterrupted_run() {
             "--reflections",
             "4",
             "--batch-size",
-            "1",
+            &batch,
             "--prefix-cache-mib",
-            "0",
+            &mib,
         ])
         .args([
             "--temperature",
@@ -373,7 +414,7 @@ fn kill_9_and_resume_equals_uninterrupted_run() {
     assert_eq!(got.attempts.len(), want.attempts.len());
     assert_eq!(got.reflections.len(), want.reflections.len());
     assert_eq!(got.retries.len(), want.retries.len());
-    assert_eq!(got, want);
+    (want, got)
 }
 
 #[test]
