@@ -45,15 +45,14 @@ fn model_dirs() -> (PathBuf, PathBuf) {
 fn prompt_ids(onnx: &std::path::Path) -> Vec<u32> {
     let hf = onnx.parent().expect("model dir");
     let template = flywheel_model::chat::ChatTemplate::load(hf).expect("template");
-    let text = template
-        .render(
+    let tok = flywheel_model::tokenizer::load(hf).expect("tokenizer");
+    template
+        .encode(
+            &tok,
             &[serde_json::json!({"role": "user", "content": PROMPT})],
-            true,
             None,
         )
-        .expect("render");
-    let tok = flywheel_model::tokenizer::load(hf).expect("tokenizer");
-    flywheel_model::tokenizer::encode(&tok, &text, false).expect("encode")
+        .expect("encode")
 }
 
 struct Fixed {

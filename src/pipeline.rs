@@ -9,7 +9,7 @@ use crate::store::{
     AttemptRecord, FinishReason, Generation, ReflectionRecord, RetryRecord, Store, StoreError,
     TaskRecord, WriteBatch,
 };
-use flywheel_datasets::task::{Instance, Message, Task, Verdict};
+use flywheel_datasets::task::{Instance, Task, Verdict};
 use flywheel_generate::{Completion, Driver, Request, SamplingParams, StepStats};
 use flywheel_model::chat::ChatTemplate;
 use std::collections::{HashMap, VecDeque};
@@ -142,22 +142,6 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    fn encode(
-        &self,
-        messages: &[Message],
-        tools: Option<&serde_json::Value>,
-    ) -> Result<Vec<u32>, String> {
-        let text = self
-            .template
-            .render(messages, true, tools)
-            .map_err(|e| e.to_string())?;
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| format!("tokenizer: {e}"))?;
-        Ok(enc.get_ids().to_vec())
-    }
-
     fn prompt(&self, inst: &Instance, slot: &Slot, act: &Active) -> Result<Vec<u32>, String> {
         let tools = self.task.tools(inst);
         let messages = match slot.stage {
@@ -181,7 +165,9 @@ impl<'a> Pipeline<'a> {
                 self.task.retry_messages(inst, text, refl)
             }
         };
-        self.encode(&messages, tools.as_ref())
+        self.template
+            .encode(self.tokenizer, &messages, tools.as_ref())
+            .map_err(|e| e.to_string())
     }
 
     /// Queues a request for `slot` (the task must be active).

@@ -195,15 +195,13 @@ fn onnxruntime_genai_greedy_equals_ours() {
     .expect("export");
     let model = Llama::load(&m, Device::Cpu, Kind::Float).expect("load");
     let tok = tokenizer::load(&m).expect("tokenizer");
-    let text = ChatTemplate::load(&m)
+    let prompt: Vec<i64> = ChatTemplate::load(&m)
         .expect("template")
-        .render(
+        .encode(
+            &tok,
             &[serde_json::json!({"role": "user", "content": "3 7 25 -> 46"})],
-            true,
             None,
         )
-        .expect("render");
-    let prompt: Vec<i64> = tokenizer::encode(&tok, &text, false)
         .expect("encode")
         .into_iter()
         .map(i64::from)
@@ -237,11 +235,9 @@ fn smollm2_export_matches_tch_and_genai_on_a_countdown_prompt() {
         .nth(600)
         .expect("instance")
         .expect("valid");
-    let text = ChatTemplate::load(&m)
+    let prompt: Vec<i64> = ChatTemplate::load(&m)
         .expect("template")
-        .render(&task.attempt_messages(&inst), true, None)
-        .expect("render");
-    let prompt: Vec<i64> = tokenizer::encode(&tok, &text, false)
+        .encode(&tok, &task.attempt_messages(&inst), None)
         .expect("encode")
         .into_iter()
         .map(i64::from)

@@ -103,8 +103,8 @@ pub fn run(args: &CompleteArgs) -> Result<CompleteReport, CompleteError> {
         }
     };
     let tools = task.as_ref().and_then(|(t, i)| t.tools(i));
-    let text = template.render(&messages, true, tools.as_ref())?;
-    let prompt: Vec<i64> = tokenizer::encode(&tok, &text, true)?
+    let prompt: Vec<i64> = template
+        .encode(&tok, &messages, tools.as_ref())?
         .into_iter()
         .map(i64::from)
         .collect();

@@ -111,7 +111,7 @@ const fn col(name: &'static str, ty: ColumnType, nullable: bool, doc: &'static s
 
 /// The columns of `rollouts.parquet`, in file order.
 pub const COLUMNS: &[Column] = &[
-    col("model_hash", ColumnType::Utf8, false, "SHA-256 (hex) of the weights of the model that generated the row"),
+    col("model_hash", ColumnType::Utf8, false, "SHA-256 (hex) of the files (graph and weights) of the model that generated the row"),
     col("task", ColumnType::Utf8, false, "task name of the run"),
     col("task_index", ColumnType::UInt64, false, "0-based line index of the instance in the whole input (global, not within the shard)"),
     col("task_id", ColumnType::Utf8, false, "the instance's id"),

@@ -24,6 +24,8 @@ pub enum ChatError {
         path: PathBuf,
         source: minijinja::Error,
     },
+    #[error("{path}: tokenizing the rendered conversation: {message}")]
+    Tokenize { path: PathBuf, message: String },
 }
 
 /// A model's chat template with the special tokens it refers to.
@@ -143,5 +145,24 @@ impl ChatTemplate {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// The prompt ids of a conversation: rendered with the generation prompt and tokenized as
+    /// Hugging Face's `apply_chat_template(..., tokenize=True)` does, without the tokenizer's
+    /// own special tokens (the template writes any BOS itself).
+    pub fn encode<M: Serialize>(
+        &self,
+        tokenizer: &tokenizers::Tokenizer,
+        messages: &[M],
+        tools: Option<&Value>,
+    ) -> Result<Vec<u32>, ChatError> {
+        let text = self.render(messages, true, tools)?;
+        tokenizer
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| ChatError::Tokenize {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })
     }
 }
