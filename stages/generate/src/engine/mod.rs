@@ -566,9 +566,7 @@ impl Engine {
             stats.dead_row_steps += dead_now as u64;
             for row in rows.iter_mut() {
                 if row.done.is_some() && !row.tokens.is_empty() {
-                    if row.req.keep_kv && self.prefixes.enabled() {
-                        self.keep_prefix(row, &cache, Layout::new(total, cap))?;
-                    }
+                    self.keep_prefix(row, &cache, Layout::new(total, cap))?;
                     // Report now; the row stays as an empty placeholder until the next refill.
                     let placeholder = row.shallow();
                     let finished = std::mem::replace(row, placeholder);

@@ -110,13 +110,17 @@ impl Engine {
     }
 
     /// Keeps a finished row's sequence (prompt and the generated tokens fed back, i.e. all but
-    /// the last) for prefix reuse; `cache` is the batch cache it lives in.
+    /// the last) for prefix reuse, if its request asked for it and the cache is on; `cache` is
+    /// the batch cache it lives in.
     pub(super) fn keep_prefix(
         &mut self,
         row: &Row,
         cache: &[DynValue],
         layout: Layout,
     ) -> Result<(), EngineError> {
+        if !row.req.keep_kv || !self.prefixes.enabled() {
+            return Ok(());
+        }
         let fed = row.len.saturating_sub(row.req.prompt.len());
         let tokens: Vec<u32> = row
             .req
@@ -167,9 +171,7 @@ impl Engine {
         for (rows, presents, lmax) in prefilled {
             for row in rows {
                 if row.done.is_some() {
-                    if row.req.keep_kv && self.prefixes.enabled() {
-                        self.keep_prefix(&row, &presents, Layout::new(lmax, lmax))?;
-                    }
+                    self.keep_prefix(&row, &presents, Layout::new(lmax, lmax))?;
                     finished.push(row);
                 } else {
                     entering.push((groups.len(), row));
