@@ -33,7 +33,8 @@ pub struct Slot {
 }
 
 /// The sampler seed of one request: a SplitMix64 mix of the run seed and the slot, so a
-/// resumed run regenerates a lost request with exactly the same draws.
+/// resumed run regenerates a lost request with the same random draws. (Its tokens are the same
+/// too where the logits are: batch padding and prefix reuse change them in the last bits.)
 pub fn request_seed(run_seed: u64, slot: &Slot) -> u64 {
     let stage = match slot.stage {
         Stage::Attempt => 1u64,
@@ -194,6 +195,19 @@ impl<'a> Pipeline<'a> {
         while let Some(next) = self.instances.next() {
             let (index, instance) = next?;
             let state = self.store.task_state(index).map_err(|e| e.to_string())?;
+            if let Some(stored) = &state.task {
+                // Stored generations were made for the stored instance; continuing them with a
+                // different one would pair old attempts with new verdicts.
+                if stored.id != instance.id || stored.fields_json != instance.fields.to_string() {
+                    return Err(format!(
+                        "input line {} changed since this run began (stored id {:?}, now {:?}); \
+                         use a new --out directory for a different input",
+                        index + 1,
+                        stored.id,
+                        instance.id
+                    ));
+                }
+            }
             let mut act = Active {
                 instance,
                 attempts: HashMap::new(),
@@ -289,6 +303,9 @@ impl<'a> Pipeline<'a> {
     /// Writes what is pending and reports a driver error, if any occurred.
     pub fn finish(mut self) -> Result<Tally, String> {
         if let Some(e) = self.error.take() {
+            // Keep what finished before the error (each record is whole); if the error was
+            // the store's, this fails again and the first error is the one to report.
+            let _ = self.flush();
             return Err(e);
         }
         self.flush().map_err(|e| e.to_string())?;
@@ -414,8 +431,13 @@ impl Driver for Pipeline<'_> {
             prompt,
             params: self.config.params.clone(),
             seed: request_seed(self.config.seed, &slot),
-            // Reflections extend their attempt's conversation and retries their reflection's.
-            keep_kv: slot.stage != Stage::Retry,
+            // Reflections extend their attempt's conversation and retries their reflection's;
+            // without reflections nothing extends an attempt.
+            keep_kv: match slot.stage {
+                Stage::Attempt => self.config.reflections > 0,
+                Stage::Reflection => true,
+                Stage::Retry => false,
+            },
         })
     }
 

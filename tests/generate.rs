@@ -296,6 +296,36 @@ fn malformed_input_line_stops_before_any_work() {
     assert!(!out.join("store.redb").exists());
 }
 
+/// A run's input edited between two invocations is refused, not continued: stored attempts
+/// were made for the old instance.
+#[test]
+fn edited_input_is_refused_on_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(input()).expect("input");
+    let lines: Vec<&str> = text.lines().take(6).collect();
+    let file = dir.path().join("six.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    let out = dir.path().join("run");
+    let a = GenerateArgs {
+        input: file.clone(),
+        limit: None,
+        reflections: 1,
+        ..args(&out)
+    };
+    run(&a).expect("first run");
+    let before = dump(&out);
+    // Same id, another target: the instance is a different problem.
+    let mut edited: serde_json::Value = serde_json::from_str(lines[1]).expect("json");
+    let target = edited["target"].as_i64().expect("target");
+    edited["target"] = (target + 1).into();
+    let mut new_lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    new_lines[1] = edited.to_string();
+    std::fs::write(&file, new_lines.join("\n") + "\n").expect("write");
+    let err = run(&a).expect_err("must refuse");
+    assert!(err.to_string().contains("input line 2 changed"), "{err}");
+    assert_eq!(dump(&out), before, "the store must be left as it was");
+}
+
 /// Kills `flywheel generate` with SIGKILL at several points, reruns it each time, and checks the
 /// final store equals an uninterrupted run's record for record (tokens, log-probs, verdicts).
 ///

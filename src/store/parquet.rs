@@ -212,7 +212,9 @@ pub fn export_rollouts(store: &Store, out: &Path) -> Result<u64, ParquetExportEr
         || ROLLOUTS_FILE.into(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // A fixed name: the store is held open (redb locks the file), so no other process exports
+    // this run now, and a temporary file left by a killed export is simply overwritten.
+    let tmp = dir.join(format!(".{name}.tmp"));
     let rows = match write_file(store, &tmp) {
         Ok(rows) => rows,
         Err(e) => {

@@ -23,7 +23,9 @@ impl Entry {
     }
 }
 
-/// A hit: which entry, and how many leading prompt tokens it covers.
+/// A hit: which entry, and how many leading prompt tokens it covers. Valid until the next
+/// `insert` (which may evict and reorder entries); the engine reads every hit of a refill
+/// before it keeps any new prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Hit {
     entry: usize,

@@ -284,6 +284,110 @@ fn finished_rows_are_replaced_without_wasted_steps() {
     assert!(stats.steps < 7 * 10, "rows were not batched: {stats:?}");
 }
 
+/// refill_min = batch: a refill waits until every slot is free (it counted dead rows twice
+/// once, refilling at half the threshold and copying the cache twice as often).
+#[test]
+fn refill_waits_for_refill_min_free_slots() {
+    let (_dir, _model, onnx) = setup(5);
+    let mut engine = Engine::load(
+        &onnx,
+        EngineConfig {
+            batch_size: 3,
+            threads: 1,
+            refill_min: Some(3),
+            ..Default::default()
+        },
+    )
+    .expect("engine");
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: 10,
+        ..Default::default()
+    };
+    // Rows of one wave finish at different steps.
+    let mut reqs = requests(&params);
+    for (i, r) in reqs.iter_mut().enumerate() {
+        r.params.max_new_tokens = 2 + 3 * i;
+    }
+    let mut q = Queue {
+        waiting: reqs.into(),
+        done: Vec::new(),
+    };
+    let stats = engine.run(&mut q).expect("run");
+    assert_eq!(q.done.len(), 7);
+    // Waves of 3, 3 and 1 requests.
+    assert_eq!(stats.refills, 3, "{stats:?}");
+}
+
+/// Counts completions the driver has not yet been given a step for (where the pipeline saves).
+struct Stepped {
+    waiting: VecDeque<Request>,
+    done: Vec<Completion>,
+    unstepped: usize,
+    steps: usize,
+}
+
+impl Driver for Stepped {
+    fn next_request(&mut self) -> Option<Request> {
+        self.waiting.pop_front()
+    }
+    fn complete(&mut self, c: Completion) -> Result<(), String> {
+        self.done.push(c);
+        self.unstepped += 1;
+        Ok(())
+    }
+    fn on_step(&mut self, _stats: &flywheel_generate::StepStats) {
+        self.unstepped = 0;
+        self.steps += 1;
+    }
+}
+
+/// Requests that finish without a decode step (no new token allowed, or only the one sampled
+/// from the prefill) still reach a step, so a driver that saves on steps saves them.
+#[test]
+fn completions_without_decoding_still_reach_a_step() {
+    let (_dir, _model, onnx) = setup(5);
+    for max_new_tokens in [0, 1] {
+        let params = SamplingParams {
+            temperature: 1.0,
+            max_new_tokens,
+            ..Default::default()
+        };
+        let mut engine = Engine::load(
+            &onnx,
+            EngineConfig {
+                batch_size: 3,
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .expect("engine");
+        let mut d = Stepped {
+            waiting: requests(&params).into(),
+            done: Vec::new(),
+            unstepped: 0,
+            steps: 0,
+        };
+        let stats = engine.run(&mut d).expect("run");
+        assert_eq!(d.done.len(), 7);
+        assert_eq!(stats.steps, 0, "nothing to decode");
+        assert_eq!(
+            d.unstepped, 0,
+            "max_new_tokens {max_new_tokens}: completions left unsaved"
+        );
+        assert!(d.steps >= 3, "one step per refill at least: {}", d.steps);
+        for c in &d.done {
+            assert!(c.tokens.len() <= max_new_tokens, "{c:?}");
+            if c.tokens.len() == max_new_tokens {
+                assert_ne!(c.finish, FinishReason::Stop);
+            }
+        }
+        if max_new_tokens == 0 {
+            assert!(d.done.iter().all(|c| c.finish == FinishReason::Length));
+        }
+    }
+}
+
 /// Requests `0..7` (kept), and on each one's completion two requests extending its whole
 /// conversation (prompt, generated tokens, three more tokens): keys `100 + i` and `200 + i`,
 /// identical prompts, different seeds.

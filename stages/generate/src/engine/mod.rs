@@ -470,8 +470,9 @@ impl Engine {
         loop {
             let alive = rows.iter().filter(|r| r.done.is_none()).count();
             let dead = rows.len() - alive;
+            // Slots not decoding: dead rows (placeholders until this refill) and empty ones.
             let free = self.config.batch_size - alive;
-            if alive == 0 || dead + free >= self.refill_min() {
+            if alive == 0 || free >= self.refill_min() {
                 let mut new = Vec::new();
                 while new.len() < free {
                     let Some(req) = driver.next_request() else {
@@ -480,12 +481,14 @@ impl Engine {
                     if req.prompt.is_empty() {
                         return Err(EngineError::EmptyPrompt { key: req.key });
                     }
-                    if req.prompt.len() >= self.dims.context {
+                    if req.prompt.len() >= self.dims.context || req.params.max_new_tokens == 0 {
                         // No room to generate: finish at once (length, no tokens) rather than
-                        // abort a whole run over one long conversation.
+                        // abort a whole run over one long conversation. A step of its own, so
+                        // the driver saves it even if no decode step ever comes.
                         let mut row = Row::new(req, 0);
                         row.done = Some(FinishReason::Length);
                         self.report(row, driver, &mut stats)?;
+                        driver.on_step(&StepStats::default());
                         continue;
                     }
                     new.push(req);
@@ -503,10 +506,16 @@ impl Engine {
                         &mut stats,
                     )?;
                     (rows, cache, total, cap) = (batch.rows, batch.cache, batch.total, batch.cap);
+                    let finished_now = !batch.finished.is_empty();
                     for row in batch.finished {
                         self.report(row, driver, &mut stats)?;
                     }
                     if rows.is_empty() {
+                        // Everything finished in prefill (first token EOS, or one new token
+                        // allowed): no decode step follows, so this is the driver's step.
+                        if finished_now {
+                            driver.on_step(&StepStats::default());
+                        }
                         continue;
                     }
                 }
