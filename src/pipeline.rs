@@ -198,7 +198,9 @@ impl<'a> Pipeline<'a> {
             if let Some(stored) = &state.task {
                 // Stored generations were made for the stored instance; continuing them with a
                 // different one would pair old attempts with new verdicts.
-                if stored.id != instance.id || stored.fields_json != instance.fields.to_string() {
+                let same_fields = serde_json::from_str::<serde_json::Value>(&stored.fields_json)
+                    .is_ok_and(|f| f == instance.fields);
+                if stored.id != instance.id || !same_fields {
                     return Err(format!(
                         "input line {} changed since this run began (stored id {:?}, now {:?}); \
                          use a new --out directory for a different input",
