@@ -254,30 +254,39 @@ fn limits_stops_and_finish_reasons() {
     }
 }
 
-#[test]
-fn finished_rows_are_replaced_without_wasted_steps() {
+/// The seven requests, request `i` allowed `max_new(i)` new tokens, on a batch of 3 with the
+/// given refill threshold.
+fn run_batch3(refill_min: usize, max_new: impl Fn(usize) -> usize) -> flywheel_generate::RunStats {
     let (_dir, _model, onnx) = setup(5);
     let mut engine = Engine::load(
         &onnx,
         EngineConfig {
             batch_size: 3,
             threads: 1,
-            refill_min: Some(1),
+            refill_min: Some(refill_min),
             ..Default::default()
         },
     )
     .expect("engine");
-    let params = SamplingParams {
+    let mut reqs = requests(&SamplingParams {
         temperature: 1.0,
-        max_new_tokens: 10,
         ..Default::default()
-    };
+    });
+    for (i, r) in reqs.iter_mut().enumerate() {
+        r.params.max_new_tokens = max_new(i);
+    }
     let mut q = Queue {
-        waiting: requests(&params).into(),
+        waiting: reqs.into(),
         done: Vec::new(),
     };
     let stats = engine.run(&mut q).expect("run");
     assert_eq!(q.done.len(), 7);
+    stats
+}
+
+#[test]
+fn finished_rows_are_replaced_without_wasted_steps() {
+    let stats = run_batch3(1, |_| 10);
     // refill_min 1: a freed slot is refilled before the next step, so no step runs a dead row.
     assert_eq!(stats.dead_row_steps, 0);
     assert!(stats.refills >= 3, "{stats:?}");
@@ -288,33 +297,8 @@ fn finished_rows_are_replaced_without_wasted_steps() {
 /// once, refilling at half the threshold and copying the cache twice as often).
 #[test]
 fn refill_waits_for_refill_min_free_slots() {
-    let (_dir, _model, onnx) = setup(5);
-    let mut engine = Engine::load(
-        &onnx,
-        EngineConfig {
-            batch_size: 3,
-            threads: 1,
-            refill_min: Some(3),
-            ..Default::default()
-        },
-    )
-    .expect("engine");
-    let params = SamplingParams {
-        temperature: 1.0,
-        max_new_tokens: 10,
-        ..Default::default()
-    };
     // Rows of one wave finish at different steps.
-    let mut reqs = requests(&params);
-    for (i, r) in reqs.iter_mut().enumerate() {
-        r.params.max_new_tokens = 2 + 3 * i;
-    }
-    let mut q = Queue {
-        waiting: reqs.into(),
-        done: Vec::new(),
-    };
-    let stats = engine.run(&mut q).expect("run");
-    assert_eq!(q.done.len(), 7);
+    let stats = run_batch3(3, |i| 2 + 3 * i);
     // Waves of 3, 3 and 1 requests.
     assert_eq!(stats.refills, 3, "{stats:?}");
 }
