@@ -46,6 +46,11 @@ fn s(v: &str) -> Value {
 
 /// A small but complete Llama GGUF with one tensor of the given ggml type.
 fn tiny_gguf(tensor_type: u32, data: Vec<u8>) -> Vec<u8> {
+    tiny_gguf_dims(tensor_type, vec![32, 4], data)
+}
+
+/// [`tiny_gguf`] with the embedding's ggml dimensions given.
+fn tiny_gguf_dims(tensor_type: u32, dims: Vec<u64>, data: Vec<u8>) -> Vec<u8> {
     let meta = vec![
         ("general.architecture", s("llama")),
         ("llama.embedding_length", Value::U32(32)),
@@ -74,7 +79,7 @@ fn tiny_gguf(tensor_type: u32, data: Vec<u8>) -> Vec<u8> {
     ];
     let t = write::RawTensor {
         name: "token_embd.weight".into(),
-        dims: vec![32, 4],
+        dims,
         ty: tensor_type,
         data,
     };
@@ -149,6 +154,23 @@ fn unknown_tensor_type_names_tensor_and_type() {
         &out,
         &p,
         "unknown type id 999",
+    );
+}
+
+/// A tensor with a zero dimension has no data to check against a shape; it used to pass the
+/// parser and panic in the Q/K row permutation.
+#[test]
+fn gguf_empty_tensor_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("empty.gguf");
+    std::fs::write(&path, tiny_gguf_dims(0, vec![0, 4], Vec::new())).expect("write");
+    let out = dir.path().join("out");
+    let p = path.to_string_lossy();
+    assert_import_fails(
+        &["import", "--gguf", &p, "--out", &out.to_string_lossy()],
+        &out,
+        "token_embd.weight",
+        "implausible dimensions [0, 4]",
     );
 }
 
@@ -238,10 +260,16 @@ fn config_with_missing_field_or_foreign_architecture_is_rejected() {
     std::fs::write(&cfg_path, cfg.to_string()).expect("write");
     assert_import_fails(&args, &out, &c, "unsupported architecture");
 
-    let mut cfg = original;
+    let mut cfg = original.clone();
     cfg["num_key_value_heads"] = serde_json::json!(3);
     std::fs::write(&cfg_path, cfg.to_string()).expect("write");
     assert_import_fails(&args, &out, &c, "not a multiple of num_key_value_heads");
+
+    // Sizes no model has are refused before anything is allocated from them.
+    let mut cfg = original;
+    cfg["vocab_size"] = serde_json::json!(4_000_000_000_000u64);
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write");
+    assert_import_fails(&args, &out, &c, "vocab_size 4000000000000 is implausible");
 }
 
 #[test]

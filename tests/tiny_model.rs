@@ -131,6 +131,44 @@ fn complete_command_runs_the_tiny_model_deterministically() {
     );
 }
 
+/// A tokenizer that yields ids the weights do not have is refused with an error, not a libtorch
+/// abort in the embedding lookup.
+#[test]
+fn complete_refuses_token_ids_outside_the_vocabulary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("m");
+    tiny::create(&m, 11).expect("create");
+    let path = m.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    // One past the last embedding row (the tiny vocabulary is 264).
+    tok["added_tokens"]
+        .as_array_mut()
+        .expect("added_tokens")
+        .push(
+            json!({"id": 264, "content": "zebra", "single_word": false, "lstrip": false,
+                     "rstrip": false, "normalized": false, "special": false}),
+        );
+    std::fs::write(&path, tok.to_string()).expect("write");
+    let err = complete(&CompleteArgs {
+        model: m.clone(),
+        prompt: Some("a zebra".into()),
+        task: None,
+        input: None,
+        index: 0,
+        system: None,
+        max_new_tokens: 4,
+        device: DeviceArg::Cpu,
+        dtype: DtypeArg::F32,
+    })
+    .expect_err("must refuse");
+    assert!(
+        err.to_string()
+            .contains("token id 264, outside the model's vocabulary of 264"),
+        "{err}"
+    );
+}
+
 #[test]
 fn import_hf_accepts_a_transformers_checkpoint() {
     // transformers-written Qwen2 weights + the tiny tokenizer files = a plain HF directory.

@@ -126,10 +126,7 @@ impl CustomTask {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let base_dir = path
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        Self::from_config(config, &base_dir, path, options)
+        Self::from_config(config, &config_dir(path), path, options)
     }
 
     /// Builds a task from an already parsed config; relative paths resolve against `base_dir`.
@@ -251,55 +248,108 @@ impl CustomTask {
         let Ok(input) = serde_json::to_vec(&payload) else {
             return Verdict::fail("command_error");
         };
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(args)
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match child {
+            .stderr(Stdio::null());
+        // Its own process group, so a timeout kills what the command started too.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = match command.spawn() {
             Ok(c) => c,
             Err(_) => return Verdict::fail("command_error"),
         };
-        // Write on a thread: a child that never reads stdin must not block us past the timeout.
-        let writer = child.stdin.take().map(|mut stdin| {
-            std::thread::spawn(move || {
-                let _ = stdin.write_all(&input);
-            })
-        });
+        // The payload is fed from this loop without blocking: a command that never reads its
+        // stdin (or leaves it to a child that hangs) cannot hold us past the timeout.
+        let mut stdin = match child.stdin.take().map(nonblocking) {
+            Some(Ok(pipe)) => Some(pipe),
+            _ => {
+                kill_group(&mut child);
+                return Verdict::fail("command_error");
+            }
+        };
+        let mut written = 0;
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(1);
-        let verdict = loop {
+        loop {
+            if let Some(pipe) = stdin.as_mut() {
+                match pipe.write(&input[written..]) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // The command closed its stdin: it has read what it wanted.
+                    Err(_) => written = input.len(),
+                }
+                if written == input.len() {
+                    stdin = None; // EOF for the command
+                }
+            }
             match child.try_wait() {
                 Ok(Some(status)) => {
-                    break match status.code() {
+                    return match status.code() {
                         Some(0) => Verdict::ok(),
                         Some(code) => Verdict::fail(format!("command_failed:{code}")),
                         None => Verdict::fail("command_killed"),
                     }
                 }
                 Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Verdict::fail("command_timeout");
+                    kill_group(&mut child);
+                    return Verdict::fail("command_timeout");
                 }
                 Ok(None) => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(20));
                 }
                 Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Verdict::fail("command_error");
+                    kill_group(&mut child);
+                    return Verdict::fail("command_error");
                 }
             }
-        };
-        if let Some(w) = writer {
-            let _ = w.join();
         }
-        verdict
     }
+}
+
+/// The directory a config's relative paths resolve against, and command verifiers run in.
+fn config_dir(config: &Path) -> PathBuf {
+    match config.parent() {
+        // `task.json` has the parent "", which no process can use as its working directory.
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Makes the command's stdin pipe non-blocking.
+#[cfg(unix)]
+fn nonblocking(pipe: std::process::ChildStdin) -> std::io::Result<std::process::ChildStdin> {
+    use std::os::fd::AsRawFd;
+    let fd = pipe.as_raw_fd();
+    // SAFETY: `fd` is an open descriptor owned by `pipe` for the duration of both calls.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(pipe)
+}
+
+#[cfg(not(unix))]
+fn nonblocking(_pipe: std::process::ChildStdin) -> std::io::Result<std::process::ChildStdin> {
+    Err(std::io::Error::other("command verifiers need Unix pipes"))
+}
+
+/// Kills the command and, on Unix, its whole process group (still ours: the leader is not yet
+/// reaped), then reaps it.
+fn kill_group(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: plain syscall on our own child's process group.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Task for CustomTask {
@@ -422,5 +472,24 @@ impl Task for CustomTask {
                 dir,
             } => self.run_command(program, args, *timeout, dir, inst, response),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_config_file_name_resolves_against_the_current_directory() {
+        assert_eq!(config_dir(Path::new("task.json")), PathBuf::from("."));
+        assert_eq!(
+            config_dir(Path::new("tasks/t.json")),
+            PathBuf::from("tasks")
+        );
+        // And a command can run there.
+        assert!(Command::new("true")
+            .current_dir(config_dir(Path::new("task.json")))
+            .status()
+            .is_ok_and(|s| s.success()));
     }
 }

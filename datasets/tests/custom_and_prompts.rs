@@ -123,6 +123,39 @@ sys.exit(0 if d["response"].strip() == d["instance"]["answer"] and d["task"] == 
     assert_eq!(missing.verify(&inst, "x").reason, "command_error");
 }
 
+/// A command that leaves its stdin to a child that never reads it: with a payload larger than
+/// a pipe buffer, a blocking writer would wait for that child (30 s) whatever the timeout.
+#[cfg(unix)]
+#[test]
+fn command_verifier_is_not_held_by_a_child_that_keeps_stdin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst_of = |task: &dyn Task| {
+        task.parse_instance(1, json!({"prompt": "p", "answer": "Paris"}))
+            .expect("inst")
+    };
+    let big = "x".repeat(256 * 1024);
+    for (script, timeout_ms, want) in [
+        // Exits at once, successfully, leaving `sleep` with the pipe (through fd 3: a shell
+        // gives background jobs /dev/null as stdin).
+        ("exec 3<&0; sleep 30 <&3 & exit 0", 20_000, "ok"),
+        // Waits for `sleep`: the timeout must end it (and its process group).
+        ("exec 3<&0; sleep 30 <&3 & wait", 300, "command_timeout"),
+    ] {
+        let task = custom(
+            dir.path(),
+            json!({"type": "command", "program": "sh", "args": ["-c", script], "timeout_ms": timeout_ms}),
+        );
+        let inst = inst_of(task.as_ref());
+        let start = std::time::Instant::now();
+        assert_eq!(task.verify(&inst, &big).reason, want, "{script}");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "{script}: held for {:?}",
+            start.elapsed()
+        );
+    }
+}
+
 #[test]
 fn config_errors_name_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -57,6 +57,17 @@ pub enum CompleteError {
     Instance(#[from] InstanceError),
     #[error("{path}: has no instance {index}")]
     NoSuchInstance { path: PathBuf, index: usize },
+    #[error("{model}: the rendered prompt is empty (chat template and message give no tokens)")]
+    EmptyPrompt { model: PathBuf },
+    #[error(
+        "{model}: the tokenizer gives token id {id}, outside the model's vocabulary of {vocab} \
+         (tokenizer.json does not belong to these weights)"
+    )]
+    TokenOutOfVocab {
+        model: PathBuf,
+        id: i64,
+        vocab: usize,
+    },
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -108,6 +119,20 @@ pub fn run(args: &CompleteArgs) -> Result<CompleteReport, CompleteError> {
         .into_iter()
         .map(i64::from)
         .collect();
+    // The model indexes its embedding with these ids; check them rather than let libtorch abort.
+    if prompt.is_empty() {
+        return Err(CompleteError::EmptyPrompt {
+            model: args.model.clone(),
+        });
+    }
+    let vocab = model.config.vocab_size;
+    if let Some(&id) = prompt.iter().find(|&&id| id < 0 || id as usize >= vocab) {
+        return Err(CompleteError::TokenOutOfVocab {
+            model: args.model.clone(),
+            id,
+            vocab,
+        });
+    }
     let out = greedy(
         &model,
         &prompt,

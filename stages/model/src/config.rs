@@ -178,6 +178,27 @@ impl ModelConfig {
                 return invalid(format!("{name} is 0"));
             }
         }
+        // Upper bounds far above any released model of this family, so a corrupt or hostile
+        // config is refused here instead of sizing allocations (tch variables, the rotary
+        // table, per-layer tensor lists) from it.
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("intermediate_size", self.intermediate_size, 1 << 18),
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
+            ("num_attention_heads", self.num_attention_heads, 1 << 10),
+            ("num_key_value_heads", self.kv_heads(), 1 << 10),
+            ("head_dim", self.head_dim(), 1 << 10),
+            (
+                "max_position_embeddings",
+                usize::try_from(self.max_position_embeddings).unwrap_or(usize::MAX),
+                1 << 21,
+            ),
+        ] {
+            if v > max {
+                return invalid(format!("{name} {v} is implausible (at most {max})"));
+            }
+        }
         if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return invalid(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",

@@ -364,7 +364,9 @@ impl Gguf {
             if dims
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .is_none_or(|n| n > 1 << 40)
+                // Empty tensors too: no weight of a model is empty, and shape checks downstream
+                // assume every dimension is at least 1.
+                .is_none_or(|n| n == 0 || n > 1 << 40)
             {
                 return Err(c.malformed(format!(
                     "tensor `{name}` has implausible dimensions {dims:?}"
