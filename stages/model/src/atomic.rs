@@ -17,7 +17,9 @@ pub enum AtomicDirError {
 /// Runs `build` on a fresh temporary directory beside `out`, then moves it to `out`.
 ///
 /// On error the temporary directory is removed and `out` is untouched. With `replace`, an
-/// existing `out` is swapped out only after the new one is complete.
+/// existing `out` is swapped out only after the new one is complete and synced to disk; if the
+/// swap fails half-way the old directory is moved back. Leftovers of a killed run (its
+/// temporary directory, or the old copy of an interrupted swap) are cleaned up, or restored, first.
 pub fn write_dir<T, E>(
     out: &Path,
     replace: bool,
@@ -26,25 +28,22 @@ pub fn write_dir<T, E>(
 where
     E: From<AtomicDirError>,
 {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| AtomicDirError::Io { path, source }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
     };
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    recover(&parent, &name, out)?;
     if out.exists() && !replace {
         return Err(AtomicDirError::Exists {
             path: out.to_owned(),
         }
         .into());
     }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
     let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
@@ -58,13 +57,24 @@ where
         }
     };
     let finish = || -> Result<(), AtomicDirError> {
+        // Contents on disk before the rename publishes them: after a power loss the new name
+        // must not point at empty files while the old copy is already gone.
+        sync_tree(&tmp)?;
         if out.exists() {
             let old = parent.join(format!(".{name}.old-{}", std::process::id()));
             std::fs::rename(out, &old).map_err(io(out))?;
-            std::fs::rename(&tmp, out).map_err(io(out))?;
+            if let Err(source) = std::fs::rename(&tmp, out) {
+                let _ = std::fs::rename(&old, out);
+                return Err(AtomicDirError::Io {
+                    path: out.to_owned(),
+                    source,
+                });
+            }
+            sync_dir(&parent);
             std::fs::remove_dir_all(&old).map_err(io(&old))?;
         } else {
             std::fs::rename(&tmp, out).map_err(io(out))?;
+            sync_dir(&parent);
         }
         Ok(())
     };
@@ -73,6 +83,72 @@ where
         return Err(e.into());
     }
     Ok(value)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AtomicDirError {
+    let path = path.to_owned();
+    move |source| AtomicDirError::Io { path, source }
+}
+
+/// Removes `.NAME.partial-PID` directories of processes that no longer run, and deals with a
+/// `.NAME.old-PID` left by a swap that was killed between its two renames: restored as `out`
+/// when `out` is missing (it is the last good copy), removed otherwise. Only on Linux, where
+/// `/proc` says whether a process runs; elsewhere leftovers stay.
+fn recover(parent: &Path, name: &str, out: &Path) -> Result<(), AtomicDirError> {
+    if !Path::new("/proc/self").exists() {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(());
+    };
+    let (partial, old) = (format!(".{name}.partial-"), format!(".{name}.old-"));
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let (is_old, pid) = if let Some(pid) = file_name.strip_prefix(&partial) {
+            (false, pid)
+        } else if let Some(pid) = file_name.strip_prefix(&old) {
+            (true, pid)
+        } else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue; // another run is writing now
+        }
+        let path = entry.path();
+        if is_old && !out.exists() {
+            std::fs::rename(&path, out).map_err(io(out))?;
+        } else {
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// fsyncs every file under `dir`, then the directories themselves.
+fn sync_tree(dir: &Path) -> Result<(), AtomicDirError> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        if entry.file_type().map_err(io(&path))?.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&path))?;
+        }
+    }
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Best effort: not every filesystem lets a directory be synced.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Writes a file through a temporary sibling and a rename.
@@ -86,4 +162,84 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AtomicDirError> {
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_one(out: &Path, replace: bool, text: &str) -> Result<(), AtomicDirError> {
+        write_dir(out, replace, |d| {
+            std::fs::write(d.join("f.txt"), text).map_err(io(d))
+        })
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// No process has this id (Linux pids stay below 2^22).
+    const DEAD: u32 = 999_999_999;
+
+    #[test]
+    fn failed_build_keeps_the_old_directory_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("m");
+        write_one(&out, false, "good").expect("first");
+        let err = write_dir::<(), AtomicDirError>(&out, true, |d| {
+            std::fs::write(d.join("f.txt"), "half").map_err(io(d))?;
+            Err(AtomicDirError::Exists { path: d.to_owned() })
+        });
+        assert!(err.is_err());
+        assert_eq!(
+            std::fs::read_to_string(out.join("f.txt")).ok().as_deref(),
+            Some("good")
+        );
+        assert_eq!(listing(dir.path()), vec!["m"]);
+        write_one(&out, true, "new").expect("replace");
+        assert_eq!(
+            std::fs::read_to_string(out.join("f.txt")).ok().as_deref(),
+            Some("new")
+        );
+        assert_eq!(listing(dir.path()), vec!["m"]);
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_run_are_removed_or_restored() {
+        if !Path::new("/proc/self").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("m");
+        // Killed between the swap's two renames: `m` is gone, the good copy sits in `.m.old-*`,
+        // and the new, unfinished copy in `.m.partial-*`.
+        let old = dir.path().join(format!(".m.old-{DEAD}"));
+        std::fs::create_dir(&old).expect("mkdir");
+        std::fs::write(old.join("f.txt"), "good").expect("write");
+        let partial = dir.path().join(format!(".m.partial-{DEAD}"));
+        std::fs::create_dir(&partial).expect("mkdir");
+        // Without --force the restored directory is kept, and the refusal names it.
+        let err = write_one(&out, false, "new").expect_err("m exists again");
+        assert!(matches!(err, AtomicDirError::Exists { .. }), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(out.join("f.txt")).ok().as_deref(),
+            Some("good")
+        );
+        assert_eq!(listing(dir.path()), vec!["m"]);
+        // A stale old copy beside a complete `m` is just removed.
+        std::fs::create_dir(&old).expect("mkdir");
+        write_one(&out, true, "new").expect("replace");
+        assert_eq!(
+            std::fs::read_to_string(out.join("f.txt")).ok().as_deref(),
+            Some("new")
+        );
+        assert_eq!(listing(dir.path()), vec!["m"]);
+    }
 }
