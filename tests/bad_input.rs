@@ -1,5 +1,6 @@
-//! Bad input to `flywheel import` and model loading: every case must end in a clear error naming
-//! the file and the problem, a non-zero exit, no panic, and no output directory left behind.
+//! Bad input to `flywheel import`, model loading and `flywheel verify`: every case must end in a
+//! clear error naming the file and the problem, a non-zero exit, no panic, and no output left
+//! behind (nor a good one lost).
 
 mod common;
 
@@ -311,4 +312,49 @@ fn existing_output_is_kept_without_force_and_replaced_with_it() {
         out.join("model.safetensors").is_file(),
         "failed --force import destroyed the existing model"
     );
+}
+
+/// `verify --output` replaces its file only when the run succeeds: a bad task spec or a missing
+/// input leaves an earlier verdict file whole, and no temporary file.
+#[test]
+fn verify_output_is_replaced_only_by_a_complete_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("responses.jsonl");
+    std::fs::write(
+        &input,
+        "{\"nums\": [3, 4], \"target\": 7, \"response\": \"<answer>3 + 4</answer>\"}\n",
+    )
+    .expect("write");
+    let output = dir.path().join("verdicts.jsonl");
+    std::fs::write(&output, "earlier verdicts\n").expect("write");
+    let (i, o) = (input.to_string_lossy(), output.to_string_lossy());
+    for (task, from, problem) in [
+        ("no-such-task", &*i, "no-such-task"),
+        (
+            "countdown",
+            "/nonexistent/responses.jsonl",
+            "/nonexistent/responses.jsonl",
+        ),
+    ] {
+        let (code, stderr) = flywheel(&["verify", "--task", task, "--input", from, "--output", &o]);
+        assert_ne!(code, 0, "{stderr}");
+        assert!(stderr.contains(problem), "{stderr}");
+        assert_eq!(
+            std::fs::read_to_string(&output).ok().as_deref(),
+            Some("earlier verdicts\n")
+        );
+        assert_eq!(listing(dir.path()), vec![input.clone(), output.clone()]);
+    }
+    let (code, stderr) = flywheel(&[
+        "verify",
+        "--task",
+        "countdown",
+        "--input",
+        &i,
+        "--output",
+        &o,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&output).expect("verdicts");
+    assert!(text.contains("\"pass\":true"), "{text}");
 }

@@ -351,7 +351,8 @@ impl Gguf {
             let v = c.value(ty, 0)?;
             metadata.insert(key, v);
         }
-        let mut infos = Vec::with_capacity(n_tensors as usize);
+        // Capacity from the header only up to a bound: a 24-byte file may claim 2^24 tensors.
+        let mut infos = Vec::with_capacity((n_tensors as usize).min(4096));
         for _ in 0..n_tensors {
             let name = c.string()?;
             let n_dims = c.u32()?;
