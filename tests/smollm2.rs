@@ -111,6 +111,42 @@ fn tokenizer_matches_transformers_on_fixture_strings() {
     }
 }
 
+/// GGUF files name the split their merges were learned with (`tokenizer.ggml.pre`); the same
+/// vocabulary with Llama 3, Qwen2, Tekken and GPT-4o splits gives transformers' ids for each
+/// (fixture: `tests/fixtures/make_gguf_pre_fixtures.py`).
+#[test]
+fn gguf_pre_tokenizer_splits_match_transformers() {
+    let mut g = flywheel_model::gguf::Gguf::open(&flywheel_model::paths::default_gguf())
+        .expect("embedded GGUF (run .ci/setup)");
+    let text =
+        std::fs::read_to_string(fixtures().join("gguf_pre_tokenizer.json")).expect("fixture");
+    let fixture: serde_json::Value = serde_json::from_str(&text).expect("fixture json");
+    let splits = fixture["splits"].as_object().expect("splits");
+    assert_eq!(splits.len(), 4);
+    for (pre, cases) in splits {
+        g.metadata.insert(
+            "tokenizer.ggml.pre".into(),
+            flywheel_model::gguf::Value::String(pre.clone()),
+        );
+        let (tok, _) = tokenizer::from_gguf(&g).expect("tokenizer");
+        for case in cases.as_array().expect("cases") {
+            let s = case["text"].as_str().expect("text");
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect();
+            assert_eq!(
+                tokenizer::encode(&tok, s, false).expect("encode"),
+                want,
+                "{pre}: ids differ for {s:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn logits_match_transformers_within_1e3() {
     let _g = tch::no_grad_guard();

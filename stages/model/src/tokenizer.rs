@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::normalizers::Sequence as NormalizerSequence;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, Tokenizer};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +43,34 @@ pub struct SpecialTokens {
     pub special: Vec<(String, u32)>,
 }
 
+/// Split regexes for `tokenizer.ggml.pre` values, as transformers (5.x,
+/// `integrations/gguf/gguf_tokenizer_mapping.py`) maps them: the text is split where the
+/// vocabulary's merges were learned, before the byte-level mapping. Other values (`smollm`,
+/// `gpt2`, none) keep GPT-2's byte-level split, as transformers does.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+fn pre_split(pre: &str) -> Option<&'static str> {
+    Some(match pre {
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+        | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => QWEN2_SPLIT,
+        "tekken" => TEKKEN_SPLIT,
+        "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => GPT4O_SPLIT,
+        _ => return None,
+    })
+}
+
 /// GGUF token types (llama.cpp `llama_token_type`).
 const TOKEN_CONTROL: i64 = 3;
 const TOKEN_USER_DEFINED: i64 = 4;
 
-/// Builds the tokenizer the way transformers converts a GGUF byte-level BPE vocabulary (its
-/// "llama-3 style" path): BPE with byte fallback, byte-level pre-tokenizer without prefix space,
-/// empty normalizer, control tokens as special added tokens.
+/// Builds the tokenizer the way transformers converts a GGUF byte-level BPE vocabulary: BPE with
+/// byte fallback, byte-level pre-tokenizer without prefix space (after the split regex that
+/// `tokenizer.ggml.pre` names, where transformers knows one), empty normalizer, control tokens
+/// as special added tokens.
 pub fn from_gguf(g: &Gguf) -> Result<(Tokenizer, SpecialTokens), TokenizerError> {
     let path = g.path.clone();
     let model = g.str("tokenizer.ggml.model")?;
@@ -105,7 +129,30 @@ pub fn from_gguf(g: &Gguf) -> Result<(Tokenizer, SpecialTokens), TokenizerError>
         })?;
     let mut tok = Tokenizer::new(bpe);
     tok.with_normalizer(Some(NormalizerSequence::new(vec![])));
-    tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
+    match g
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.as_str())
+        .and_then(pre_split)
+    {
+        Some(split) => {
+            let split = Split::new(
+                SplitPattern::Regex(split.to_owned()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| TokenizerError::Tokenizers {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            tok.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])));
+        }
+        None => {
+            tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
+        }
+    }
     tok.with_decoder(Some(ByteLevel::new(false, false, true)));
 
     let id_of = |key: &str| -> Option<(String, u32)> {
