@@ -278,7 +278,11 @@ impl CustomTask {
             if let Some(pipe) = stdin.as_mut() {
                 match pipe.write(&input[written..]) {
                     Ok(n) => written += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) => {}
                     // The command closed its stdin: it has read what it wanted.
                     Err(_) => written = input.len(),
                 }
