@@ -296,6 +296,47 @@ fn malformed_input_line_stops_before_any_work() {
     assert!(!out.join("store.redb").exists());
 }
 
+/// Settings no sampler can honour are refused before anything is written.
+#[test]
+fn impossible_settings_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run");
+    for (a, flag) in [
+        (
+            GenerateArgs {
+                temperature: f32::NAN,
+                ..args(&out)
+            },
+            "--temperature NaN",
+        ),
+        (
+            GenerateArgs {
+                temperature: -1.0,
+                ..args(&out)
+            },
+            "--temperature -1",
+        ),
+        (
+            GenerateArgs {
+                top_p: 0.0,
+                ..args(&out)
+            },
+            "--top-p 0",
+        ),
+        (
+            GenerateArgs {
+                batch_size: 0,
+                ..args(&out)
+            },
+            "--batch-size 0",
+        ),
+    ] {
+        let err = run(&a).expect_err("must refuse");
+        assert!(err.to_string().starts_with(flag), "{err}");
+        assert!(!out.exists(), "{flag}: run directory created");
+    }
+}
+
 /// A run's input edited between two invocations is refused, not continued: stored attempts
 /// were made for the old instance.
 #[test]

@@ -120,6 +120,41 @@ pub enum GenerateError {
     Parquet(#[from] ParquetExportError),
     #[error("generation stopped: {0}")]
     Pipeline(String),
+    #[error("--{flag} {value}: must be {expected}")]
+    Setting {
+        flag: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// Settings no sampler can honour are refused before anything is loaded or written (a NaN
+/// temperature would also never equal itself when a rerun compares settings).
+fn check_settings(args: &GenerateArgs) -> Result<(), GenerateError> {
+    let bad = |flag, value: String, expected| {
+        Err(GenerateError::Setting {
+            flag,
+            value,
+            expected,
+        })
+    };
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        return bad(
+            "temperature",
+            args.temperature.to_string(),
+            "a finite number >= 0 (0: greedy)",
+        );
+    }
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        return bad("top-p", args.top_p.to_string(), "in (0, 1] (1: off)");
+    }
+    if args.batch_size == 0 {
+        return bad("batch-size", "0".into(), "at least 1");
+    }
+    if args.attempts == 0 {
+        return bad("attempts", "0".into(), "at least 1");
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -154,6 +189,7 @@ fn peak_rss_bytes() -> Option<u64> {
 
 pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
     let start = Instant::now();
+    check_settings(args)?;
     let task = load_task(&args.task)?;
     // Validate the whole input first: a malformed line stops the run before any work.
     let mut total = 0u64;
