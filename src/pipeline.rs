@@ -198,8 +198,11 @@ impl<'a> Pipeline<'a> {
             if let Some(stored) = &state.task {
                 // Stored generations were made for the stored instance; continuing them with a
                 // different one would pair old attempts with new verdicts.
-                let same_fields = serde_json::from_str::<serde_json::Value>(&stored.fields_json)
-                    .is_ok_and(|f| f == instance.fields);
+                // Text first (how it was stored); values too, in case a float's text changed.
+                let current = instance.fields.to_string();
+                let same_fields = stored.fields_json == current
+                    || serde_json::from_str::<serde_json::Value>(&stored.fields_json)
+                        .is_ok_and(|f| f == instance.fields);
                 if stored.id != instance.id || !same_fields {
                     return Err(format!(
                         "input line {} changed since this run began (stored id {:?}, now {:?}); \

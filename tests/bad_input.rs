@@ -357,4 +357,34 @@ fn verify_output_is_replaced_only_by_a_complete_run() {
     assert_eq!(code, 0, "{stderr}");
     let text = std::fs::read_to_string(&output).expect("verdicts");
     assert!(text.contains("\"pass\":true"), "{text}");
+    // Through a symlink the file it points at is replaced, and the link stays a link.
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("latest.jsonl");
+        std::os::unix::fs::symlink(&output, &link).expect("symlink");
+        std::fs::write(&output, "stale\n").expect("write");
+        let l = link.to_string_lossy();
+        let verify = |out: &str| {
+            flywheel(&[
+                "verify",
+                "--task",
+                "countdown",
+                "--input",
+                &i,
+                "--output",
+                out,
+            ])
+        };
+        let (code, stderr) = verify(&l);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(std::fs::symlink_metadata(&link)
+            .expect("link")
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&output).expect("verdicts"), text);
+        // A device is written in place, never replaced.
+        let (code, stderr) = verify("/dev/null");
+        assert_eq!(code, 0, "{stderr}");
+        assert!(!std::fs::metadata("/dev/null").expect("/dev/null").is_file());
+    }
 }

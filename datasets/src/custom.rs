@@ -255,41 +255,19 @@ impl CustomTask {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // Its own process group, so a timeout kills what the command started too.
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        isolate(&mut command);
         let mut child = match command.spawn() {
             Ok(c) => c,
             Err(_) => return Verdict::fail("command_error"),
         };
-        // The payload is fed from this loop without blocking: a command that never reads its
-        // stdin (or leaves it to a child that hangs) cannot hold us past the timeout.
-        let mut stdin = match child.stdin.take().map(nonblocking) {
-            Some(Ok(pipe)) => Some(pipe),
-            _ => {
-                kill_group(&mut child);
-                return Verdict::fail("command_error");
-            }
+        let Some(mut feed) = child.stdin.take().and_then(|p| Feed::start(p, input)) else {
+            kill_group(&mut child);
+            return Verdict::fail("command_error");
         };
-        let mut written = 0;
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(1);
         loop {
-            if let Some(pipe) = stdin.as_mut() {
-                match pipe.write(&input[written..]) {
-                    Ok(n) => written += n,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                        ) => {}
-                    // The command closed its stdin: it has read what it wanted.
-                    Err(_) => written = input.len(),
-                }
-                if written == input.len() {
-                    stdin = None; // EOF for the command
-                }
-            }
+            let progressed = feed.pump();
             match child.try_wait() {
                 Ok(Some(status)) => {
                     return match status.code() {
@@ -302,6 +280,7 @@ impl CustomTask {
                     kill_group(&mut child);
                     return Verdict::fail("command_timeout");
                 }
+                Ok(None) if progressed => pause = Duration::from_millis(1),
                 Ok(None) => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(20));
@@ -315,6 +294,96 @@ impl CustomTask {
     }
 }
 
+/// Unix: the command gets its own process group, so a timeout kills what it started too; on
+/// Linux it is also killed if flywheel dies (Ctrl-C no longer reaches another group).
+#[cfg(unix)]
+fn isolate(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+    #[cfg(target_os = "linux")]
+    // SAFETY: the closure runs in the forked child before exec and only makes one
+    // async-signal-safe system call.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(unix))]
+fn isolate(_command: &mut Command) {}
+
+/// Feeds the payload to the command's stdin without ever blocking the verifier: a command that
+/// never reads it (or leaves it to a child that hangs) cannot hold us past the timeout.
+#[cfg(unix)]
+struct Feed {
+    pipe: Option<std::process::ChildStdin>,
+    input: Vec<u8>,
+    written: usize,
+}
+
+#[cfg(unix)]
+impl Feed {
+    fn start(pipe: std::process::ChildStdin, input: Vec<u8>) -> Option<Feed> {
+        use std::os::fd::AsRawFd;
+        let fd = pipe.as_raw_fd();
+        // SAFETY: `fd` is an open descriptor owned by `pipe` for the duration of both calls.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return None;
+        }
+        Some(Feed {
+            pipe: Some(pipe),
+            input,
+            written: 0,
+        })
+    }
+
+    /// Writes what the pipe takes now; true if anything was written. Closes the pipe (EOF for
+    /// the command) once all is written, or when the command has closed its end.
+    fn pump(&mut self) -> bool {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return false;
+        };
+        let before = self.written;
+        while self.written < self.input.len() {
+            match pipe.write(&self.input[self.written..]) {
+                Ok(0) => break,
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // The command closed its stdin: it has read what it wanted.
+                Err(_) => self.written = self.input.len(),
+            }
+        }
+        if self.written == self.input.len() {
+            self.pipe = None;
+        }
+        self.written > before
+    }
+}
+
+/// Elsewhere: a writer thread that is never joined, so a blocked write cannot hold us either.
+#[cfg(not(unix))]
+struct Feed;
+
+#[cfg(not(unix))]
+impl Feed {
+    fn start(mut pipe: std::process::ChildStdin, input: Vec<u8>) -> Option<Feed> {
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+        Some(Feed)
+    }
+
+    fn pump(&mut self) -> bool {
+        false
+    }
+}
+
 /// The directory a config's relative paths resolve against, and command verifiers run in.
 fn config_dir(config: &Path) -> PathBuf {
     match config.parent() {
@@ -322,24 +391,6 @@ fn config_dir(config: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
-}
-
-/// Makes the command's stdin pipe non-blocking.
-#[cfg(unix)]
-fn nonblocking(pipe: std::process::ChildStdin) -> std::io::Result<std::process::ChildStdin> {
-    use std::os::fd::AsRawFd;
-    let fd = pipe.as_raw_fd();
-    // SAFETY: `fd` is an open descriptor owned by `pipe` for the duration of both calls.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(pipe)
-}
-
-#[cfg(not(unix))]
-fn nonblocking(_pipe: std::process::ChildStdin) -> std::io::Result<std::process::ChildStdin> {
-    Err(std::io::Error::other("command verifiers need Unix pipes"))
 }
 
 /// Kills the command and, on Unix, its whole process group (still ours: the leader is not yet

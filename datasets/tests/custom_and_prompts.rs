@@ -140,6 +140,8 @@ fn command_verifier_is_not_held_by_a_child_that_keeps_stdin() {
         ("exec 3<&0; sleep 30 <&3 & exit 0", 20_000, "ok"),
         // Waits for `sleep`: the timeout must end it (and its process group).
         ("exec 3<&0; sleep 30 <&3 & wait", 300, "command_timeout"),
+        // A command that reads everything gets everything (the payload is over 256 KiB).
+        ("[ \"$(wc -c)\" -gt 262144 ]", 20_000, "ok"),
     ] {
         let task = custom(
             dir.path(),

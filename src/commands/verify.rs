@@ -25,33 +25,56 @@ pub struct VerifyArgs {
 /// The caller prints the returned report (its `Display` is the one-line summary) on stderr.
 pub fn run(args: &VerifyArgs, out: &mut dyn Write) -> Result<VerifyReport, VerifyError> {
     let options = TaskOptions::default();
-    match &args.output {
-        Some(path) => {
-            // Written beside the target and renamed once complete: a failed run (a bad task
-            // spec, an unreadable input) leaves an earlier verdict file as it was.
-            let name = path
-                .file_name()
-                .map_or_else(|| "verdicts".into(), |n| n.to_string_lossy().into_owned());
-            let tmp = path.with_file_name(format!(".{name}.tmp"));
-            let result = write_verdicts(args, &options, &tmp).and_then(|report| {
-                std::fs::rename(&tmp, path).map_err(|source| VerifyError::Write { source })?;
-                Ok(report)
-            });
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            result
-        }
-        None => verify_file::verify_file(&args.task, &options, &args.input, out),
+    let Some(output) = &args.output else {
+        return verify_file::verify_file(&args.task, &options, &args.input, out);
+    };
+    // A symlink is followed: its target is the file to replace (but `/dev/stdout` stays itself,
+    // even when the shell redirected it to a file).
+    let special = output.starts_with("/dev") || output.starts_with("/proc");
+    let path = match special {
+        true => output.clone(),
+        false => std::fs::canonicalize(output).unwrap_or_else(|_| output.clone()),
+    };
+    if special || std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+        // Devices and pipes (`/dev/stdout`, `>(gzip …)`) are written in place, as before.
+        let file = File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|source| VerifyError::Write { source })?;
+        let mut w = BufWriter::new(file);
+        let report = verify_file::verify_file(&args.task, &options, &args.input, &mut w)?;
+        w.flush().map_err(|source| VerifyError::Write { source })?;
+        return Ok(report);
     }
+    // A regular file is written beside the target and renamed once complete: a failed run (a
+    // bad task spec, an unreadable input) leaves an earlier verdict file as it was.
+    let name = path
+        .file_name()
+        .map_or_else(|| "verdicts".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let result = write_verdicts(args, &options, &tmp, &path).and_then(|report| {
+        std::fs::rename(&tmp, &path).map_err(|source| VerifyError::Write { source })?;
+        Ok(report)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn write_verdicts(
     args: &VerifyArgs,
     options: &TaskOptions,
     tmp: &Path,
+    target: &Path,
 ) -> Result<VerifyReport, VerifyError> {
     let file = File::create(tmp).map_err(|source| VerifyError::Write { source })?;
+    // The replaced file keeps its permissions.
+    if let Ok(meta) = std::fs::metadata(target) {
+        let _ = file.set_permissions(meta.permissions());
+    }
     let mut w = BufWriter::new(file);
     let report = verify_file::verify_file(&args.task, options, &args.input, &mut w)?;
     let file = w.into_inner().map_err(|e| VerifyError::Write {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 pub enum AtomicDirError {
     #[error("{path} already exists (pass --force to replace it)")]
     Exists { path: PathBuf },
+    #[error("{path}: another process is writing it now (lock {lock} is held)")]
+    Busy { path: PathBuf, lock: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -36,6 +38,9 @@ where
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    // One writer per output at a time; under the lock, any leftovers are a dead run's.
+    let _lock = Lock::take(&parent.join(format!(".{name}.lock")), out)?;
     recover(&parent, &name, out)?;
     if out.exists() && !replace {
         return Err(AtomicDirError::Exists {
@@ -43,7 +48,6 @@ where
         }
         .into());
     }
-    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
     let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
@@ -90,33 +94,65 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AtomicDirError {
     move |source| AtomicDirError::Io { path, source }
 }
 
-/// Removes `.NAME.partial-PID` directories of processes that no longer run, and deals with a
-/// `.NAME.old-PID` left by a swap that was killed between its two renames: restored as `out`
-/// when `out` is missing (it is the last good copy), removed otherwise. Only on Linux, where
-/// `/proc` says whether a process runs; elsewhere leftovers stay.
-fn recover(parent: &Path, name: &str, out: &Path) -> Result<(), AtomicDirError> {
-    if !Path::new("/proc/self").exists() {
-        return Ok(());
+/// An exclusive lock on `.NAME.lock` beside the output, held while a directory is written and
+/// removed afterwards. A file lock, not a pid check: it is right across PID namespaces and on
+/// shared filesystems, and the kernel drops it when its holder dies.
+struct Lock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl Lock {
+    fn take(path: &Path, out: &Path) -> Result<Lock, AtomicDirError> {
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Lock {
+                path: path.to_owned(),
+                _file: file,
+            }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(AtomicDirError::Busy {
+                path: out.to_owned(),
+                lock: path.to_owned(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(AtomicDirError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
     }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Removed while still held (the file closes after this), so the directory is left
+        // as it was found.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Deals with what a killed run left (called under the lock, so no live run owns any of it):
+/// `.NAME.partial-PID` directories are removed, and a `.NAME.old-PID` left by a swap killed
+/// between its two renames is restored as `out` when `out` is missing (it is the last good
+/// copy), removed otherwise.
+fn recover(parent: &Path, name: &str, out: &Path) -> Result<(), AtomicDirError> {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return Ok(());
     };
     let (partial, old) = (format!(".{name}.partial-"), format!(".{name}.old-"));
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        let (is_old, pid) = if let Some(pid) = file_name.strip_prefix(&partial) {
-            (false, pid)
-        } else if let Some(pid) = file_name.strip_prefix(&old) {
-            (true, pid)
+        let is_old = if file_name.starts_with(&partial) {
+            false
+        } else if file_name.starts_with(&old) {
+            true
         } else {
             continue;
         };
-        let Ok(pid) = pid.parse::<u32>() else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue; // another run is writing now
-        }
         let path = entry.path();
         if is_old && !out.exists() {
             std::fs::rename(&path, out).map_err(io(out))?;
@@ -185,8 +221,8 @@ mod tests {
         v
     }
 
-    /// No process has this id (Linux pids stay below 2^22).
-    const DEAD: u32 = 999_999_999;
+    /// The pid of a killed run (any number: liveness comes from the lock, not the pid).
+    const DEAD: u32 = 4242;
 
     #[test]
     fn failed_build_keeps_the_old_directory_and_leaves_nothing() {
@@ -213,9 +249,6 @@ mod tests {
 
     #[test]
     fn leftovers_of_a_killed_run_are_removed_or_restored() {
-        if !Path::new("/proc/self").exists() {
-            return;
-        }
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("m");
         // Killed between the swap's two renames: `m` is gone, the good copy sits in `.m.old-*`,
@@ -240,6 +273,24 @@ mod tests {
             std::fs::read_to_string(out.join("f.txt")).ok().as_deref(),
             Some("new")
         );
+        assert_eq!(listing(dir.path()), vec!["m"]);
+    }
+
+    #[test]
+    fn a_live_writer_is_not_disturbed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("m");
+        let lock_path = dir.path().join(".m.lock");
+        let held = Lock::take(&lock_path, &out).expect("lock");
+        // A live writer's unfinished directory: not a leftover while its lock is held.
+        let partial = dir.path().join(format!(".m.partial-{DEAD}"));
+        std::fs::create_dir(&partial).expect("mkdir");
+        let err = write_one(&out, true, "new").expect_err("busy");
+        assert!(matches!(err, AtomicDirError::Busy { .. }), "{err}");
+        assert!(partial.is_dir() && !out.exists());
+        drop(held);
+        assert!(!lock_path.exists(), "lock file removed with the lock");
+        write_one(&out, true, "new").expect("after the writer ended");
         assert_eq!(listing(dir.path()), vec!["m"]);
     }
 }

@@ -192,7 +192,7 @@ impl ModelConfig {
             (
                 "max_position_embeddings",
                 usize::try_from(self.max_position_embeddings).unwrap_or(usize::MAX),
-                1 << 21,
+                1 << 23,
             ),
         ] {
             if v > max {
