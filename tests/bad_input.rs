@@ -87,6 +87,21 @@ fn tiny_gguf_dims(tensor_type: u32, dims: Vec<u64>, data: Vec<u8>) -> Vec<u8> {
     write::gguf(&meta, &[t])
 }
 
+/// Writes `bytes` as `name` and asserts that importing it fails naming `subject` and `problem`.
+fn assert_gguf_import_fails(name: &str, bytes: Vec<u8>, subject: Option<&str>, problem: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).expect("write");
+    let out = dir.path().join("out");
+    let p = path.to_string_lossy();
+    assert_import_fails(
+        &["import", "--gguf", &p, "--out", &out.to_string_lossy()],
+        &out,
+        subject.unwrap_or(&p),
+        problem,
+    );
+}
+
 #[test]
 fn truncated_gguf_is_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -134,26 +149,18 @@ fn not_a_gguf_and_missing_file_are_rejected() {
 
 #[test]
 fn unknown_tensor_type_names_tensor_and_type() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out");
     // Q4_K (ggml type 12): a real type, but not one this importer dequantizes.
-    let q4k = dir.path().join("q4k.gguf");
-    std::fs::write(&q4k, tiny_gguf(12, vec![0; 512])).expect("write");
-    let p = q4k.to_string_lossy();
-    assert_import_fails(
-        &["import", "--gguf", &p, "--out", &out.to_string_lossy()],
-        &out,
-        "token_embd.weight",
+    assert_gguf_import_fails(
+        "q4k.gguf",
+        tiny_gguf(12, vec![0; 512]),
+        Some("token_embd.weight"),
         "Q4_K",
     );
     // A type id ggml does not define at all.
-    let bogus = dir.path().join("bogus.gguf");
-    std::fs::write(&bogus, tiny_gguf(999, vec![0; 512])).expect("write");
-    let p = bogus.to_string_lossy();
-    assert_import_fails(
-        &["import", "--gguf", &p, "--out", &out.to_string_lossy()],
-        &out,
-        &p,
+    assert_gguf_import_fails(
+        "bogus.gguf",
+        tiny_gguf(999, vec![0; 512]),
+        None,
         "unknown type id 999",
     );
 }
@@ -162,31 +169,21 @@ fn unknown_tensor_type_names_tensor_and_type() {
 /// parser and panic in the Q/K row permutation.
 #[test]
 fn gguf_empty_tensor_is_rejected() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("empty.gguf");
-    std::fs::write(&path, tiny_gguf_dims(0, vec![0, 4], Vec::new())).expect("write");
-    let out = dir.path().join("out");
-    let p = path.to_string_lossy();
-    assert_import_fails(
-        &["import", "--gguf", &p, "--out", &out.to_string_lossy()],
-        &out,
-        "token_embd.weight",
+    assert_gguf_import_fails(
+        "empty.gguf",
+        tiny_gguf_dims(0, vec![0, 4], Vec::new()),
+        Some("token_embd.weight"),
         "implausible dimensions [0, 4]",
     );
 }
 
 #[test]
 fn gguf_missing_tensors_is_rejected() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("partial.gguf");
     // Valid F32 embedding, but no layers: the importer must notice before writing anything.
-    std::fs::write(&path, tiny_gguf(0, vec![0; 32 * 4 * 4])).expect("write");
-    let out = dir.path().join("out");
-    let p = path.to_string_lossy();
-    assert_import_fails(
-        &["import", "--gguf", &p, "--out", &out.to_string_lossy()],
-        &out,
-        "model.norm.weight",
+    assert_gguf_import_fails(
+        "partial.gguf",
+        tiny_gguf(0, vec![0; 32 * 4 * 4]),
+        Some("model.norm.weight"),
         "missing",
     );
 }
@@ -345,15 +342,18 @@ fn verify_output_is_replaced_only_by_a_complete_run() {
         );
         assert_eq!(listing(dir.path()), vec![input.clone(), output.clone()]);
     }
-    let (code, stderr) = flywheel(&[
-        "verify",
-        "--task",
-        "countdown",
-        "--input",
-        &i,
-        "--output",
-        &o,
-    ]);
+    let verify = |out: &str| {
+        flywheel(&[
+            "verify",
+            "--task",
+            "countdown",
+            "--input",
+            &i,
+            "--output",
+            out,
+        ])
+    };
+    let (code, stderr) = verify(&o);
     assert_eq!(code, 0, "{stderr}");
     let text = std::fs::read_to_string(&output).expect("verdicts");
     assert!(text.contains("\"pass\":true"), "{text}");
@@ -363,19 +363,7 @@ fn verify_output_is_replaced_only_by_a_complete_run() {
         let link = dir.path().join("latest.jsonl");
         std::os::unix::fs::symlink(&output, &link).expect("symlink");
         std::fs::write(&output, "stale\n").expect("write");
-        let l = link.to_string_lossy();
-        let verify = |out: &str| {
-            flywheel(&[
-                "verify",
-                "--task",
-                "countdown",
-                "--input",
-                &i,
-                "--output",
-                out,
-            ])
-        };
-        let (code, stderr) = verify(&l);
+        let (code, stderr) = verify(&link.to_string_lossy());
         assert_eq!(code, 0, "{stderr}");
         assert!(std::fs::symlink_metadata(&link)
             .expect("link")

@@ -221,6 +221,13 @@ mod tests {
         v
     }
 
+    /// The directory holds `m` alone (no temporary, old copy or lock), with `f.txt` = `text`.
+    fn assert_only_m(dir: &Path, text: &str) {
+        let f = dir.join("m").join("f.txt");
+        assert_eq!(std::fs::read_to_string(f).ok().as_deref(), Some(text));
+        assert_eq!(listing(dir), vec!["m"]);
+    }
+
     /// The pid of a killed run (any number: liveness comes from the lock, not the pid).
     const DEAD: u32 = 4242;
 
@@ -234,17 +241,9 @@ mod tests {
             Err(AtomicDirError::Exists { path: d.to_owned() })
         });
         assert!(err.is_err());
-        assert_eq!(
-            std::fs::read_to_string(out.join("f.txt")).ok().as_deref(),
-            Some("good")
-        );
-        assert_eq!(listing(dir.path()), vec!["m"]);
+        assert_only_m(dir.path(), "good");
         write_one(&out, true, "new").expect("replace");
-        assert_eq!(
-            std::fs::read_to_string(out.join("f.txt")).ok().as_deref(),
-            Some("new")
-        );
-        assert_eq!(listing(dir.path()), vec!["m"]);
+        assert_only_m(dir.path(), "new");
     }
 
     #[test]
@@ -261,19 +260,11 @@ mod tests {
         // Without --force the restored directory is kept, and the refusal names it.
         let err = write_one(&out, false, "new").expect_err("m exists again");
         assert!(matches!(err, AtomicDirError::Exists { .. }), "{err}");
-        assert_eq!(
-            std::fs::read_to_string(out.join("f.txt")).ok().as_deref(),
-            Some("good")
-        );
-        assert_eq!(listing(dir.path()), vec!["m"]);
+        assert_only_m(dir.path(), "good");
         // A stale old copy beside a complete `m` is just removed.
         std::fs::create_dir(&old).expect("mkdir");
         write_one(&out, true, "new").expect("replace");
-        assert_eq!(
-            std::fs::read_to_string(out.join("f.txt")).ok().as_deref(),
-            Some("new")
-        );
-        assert_eq!(listing(dir.path()), vec!["m"]);
+        assert_only_m(dir.path(), "new");
     }
 
     #[test]
@@ -291,6 +282,6 @@ mod tests {
         drop(held);
         assert!(!lock_path.exists(), "lock file removed with the lock");
         write_one(&out, true, "new").expect("after the writer ended");
-        assert_eq!(listing(dir.path()), vec!["m"]);
+        assert_only_m(dir.path(), "new");
     }
 }
