@@ -50,18 +50,11 @@ pub fn run(args: &VerifyArgs, out: &mut dyn Write) -> Result<VerifyReport, Verif
     }
     // A regular file is written beside the target and renamed once complete: a failed run (a
     // bad task spec, an unreadable input) leaves an earlier verdict file as it was.
-    let name = path
-        .file_name()
-        .map_or_else(|| "verdicts".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let result = write_verdicts(args, &options, &tmp, &path).and_then(|report| {
-        std::fs::rename(&tmp, &path).map_err(|source| VerifyError::Write { source })?;
-        Ok(report)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    flywheel_model::atomic::replace_file(
+        &path,
+        |tmp| write_verdicts(args, &options, tmp, &path),
+        |source| VerifyError::Write { source },
+    )
 }
 
 fn write_verdicts(

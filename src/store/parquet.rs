@@ -204,38 +204,16 @@ pub enum ParquetExportError {
 /// Writes the run's generations to `out` (normally `RUN_DIR/rollouts.parquet`), streaming and
 /// atomically (temporary file in the same directory, fsync, rename). Returns the rows written.
 pub fn export_rollouts(store: &Store, out: &Path) -> Result<u64, ParquetExportError> {
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = out.file_name().map_or_else(
-        || ROLLOUTS_FILE.into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    // A fixed name: the store is held open (redb locks the file), so no other process exports
-    // this run now, and a temporary file left by a killed export is simply overwritten.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let rows = match write_file(store, &tmp) {
-        Ok(rows) => rows,
-        Err(e) => {
-            // Best effort: the error being reported matters more than a failed cleanup.
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    if let Err(source) = std::fs::rename(&tmp, out) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ParquetExportError::Io {
+    // The store is held open (redb locks the file), so no other process exports this run now.
+    flywheel_model::atomic::replace_file(
+        out,
+        |tmp| write_file(store, tmp),
+        |source| ParquetExportError::Io {
             path: out.to_path_buf(),
             op: "rename the finished export to",
             source,
-        });
-    }
-    // Make the rename itself durable; not every filesystem allows syncing a directory.
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(rows)
+        },
+    )
 }
 
 fn write_file(store: &Store, path: &Path) -> Result<u64, ParquetExportError> {

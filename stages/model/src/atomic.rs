@@ -30,14 +30,7 @@ pub fn write_dir<T, E>(
 where
     E: From<AtomicDirError>,
 {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
+    let (parent, name) = parent_and_name(out);
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
     // One writer per output at a time; under the lock, any leftovers are a dead run's.
     let _lock = Lock::take(&parent.join(format!(".{name}.lock")), out)?;
@@ -187,17 +180,62 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Writes a file through a temporary sibling and a rename.
+/// The directory `path` is in (`.` for a bare name) and its file name.
+fn parent_and_name(path: &Path) -> (PathBuf, String) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    (parent, name)
+}
+
+/// Replaces the file `path` through a temporary sibling `.NAME.tmp`: `write` creates and fills
+/// it (syncing it is `write`'s part, as it holds the file), then it is renamed over `path` and
+/// the rename synced. On any error the temporary file is removed and `path` is as it was.
+///
+/// The temporary name is fixed: callers are the only writer of `path` (a store lock, or one
+/// command invocation), and what a killed writer left is simply overwritten.
+pub fn replace_file<T, E>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<T, E>,
+    rename_error: impl FnOnce(std::io::Error) -> E,
+) -> Result<T, E> {
+    let (dir, name) = parent_and_name(path);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let value = match write(&tmp) {
+        Ok(v) => v,
+        Err(e) => {
+            // Best effort: the error being reported matters more than a failed cleanup.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(source) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(rename_error(source));
+    }
+    sync_dir(&dir);
+    Ok(value)
+}
+
+/// Writes a file through a temporary sibling and a rename ([`replace_file`]).
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AtomicDirError> {
-    let tmp = path.with_extension(format!("partial-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|source| AtomicDirError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| AtomicDirError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    replace_file(
+        path,
+        |tmp| {
+            std::fs::File::create(tmp)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, bytes)?;
+                    f.sync_all()
+                })
+                .map_err(io(tmp))
+        },
+        io(path),
+    )
 }
 
 #[cfg(test)]
