@@ -26,7 +26,7 @@ fn model_dirs() -> (PathBuf, PathBuf) {
         .join("bench-models");
     let hf = root.join("smollm2");
     if !hf.join("model.safetensors").is_file() {
-        flywheel_model::import::import_gguf(&flywheel_model::paths::default_gguf(), &hf, true)
+        flywheel_llama::import::import_gguf(&flywheel_model::paths::default_gguf(), &hf, true)
             .expect("import SmolLM2 (run .ci/setup)");
     }
     let export = |name: &str, options: flywheel_export::ExportOptions| {
@@ -64,9 +64,9 @@ impl Driver for Fixed {
     fn next_request(&mut self) -> Option<Request> {
         self.waiting.pop()
     }
-    fn complete(&mut self, c: Completion) -> Result<(), String> {
+    fn complete(&mut self, c: Completion) -> std::ops::ControlFlow<()> {
         self.tokens += c.tokens.len() as u64;
-        Ok(())
+        std::ops::ControlFlow::Continue(())
     }
 }
 

@@ -3,4 +3,3 @@
 
 pub mod commands;
 pub mod pipeline;
-pub mod store;

@@ -19,6 +19,8 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// Attempts, reflections and retries on ONNX Runtime into a resumable store and Parquet.
     Generate(commands::generate::GenerateArgs),
+    /// Training examples from a run's rollouts: one per reflection, rewarded by its retry.
+    Label(commands::label::LabelArgs),
     /// Greedy completion of a chat prompt with the libtorch model.
     Complete(commands::complete::CompleteArgs),
     /// Run a task's verifier on given responses: one JSON verdict per input line.
@@ -31,6 +33,9 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // Library errors already carry their cause in their message; print it once.
             eprintln!("error: {e}");
+            if let Some(hint) = commands::hint::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -59,6 +64,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Generate(args) => {
             let report = commands::generate::run(&args)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Label(args) => {
+            let report = commands::label::run(&args)?;
+            eprintln!("{report}");
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Verify(args) => {

@@ -190,7 +190,7 @@ fn gguf_missing_tensors_is_rejected() {
 
 fn tiny_dir(root: &Path) -> PathBuf {
     let src = root.join("tiny");
-    flywheel_model::tiny::create(&src, 7).expect("tiny model");
+    flywheel_llama::tiny::create(&src, 7).expect("tiny model");
     src
 }
 

@@ -7,9 +7,10 @@ mod common;
 use common::flywheel;
 use flywheel::commands::export::{run, DtypeChoice, ExportArgs};
 use flywheel_export::parity::ParityReport;
+use flywheel_llama::generate::greedy;
+use flywheel_llama::{tiny, Llama};
 use flywheel_model::chat::ChatTemplate;
-use flywheel_model::generate::greedy;
-use flywheel_model::{tiny, tokenizer, Llama};
+use flywheel_model::tokenizer;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::{Device, Kind};
@@ -296,8 +297,8 @@ fn bad_models_and_existing_output_are_refused_cleanly() {
 
     // Foreign safetensors: a valid file with other tensors (a GPT-2 style name).
     let foreign =
-        flywheel_model::weights::RawTensor::f32("transformer.wte.weight", vec![2, 2], &[0.0; 4]);
-    flywheel_model::weights::save(&st, &[foreign]).expect("save");
+        flywheel_llama::weights::RawTensor::f32("transformer.wte.weight", vec![2, 2], &[0.0; 4]);
+    flywheel_llama::weights::save(&st, &[foreign]).expect("save");
     let (code, err) = flywheel(&["export", "--model", &md, "--out", &o]);
     assert!(
         code != 0 && err.contains("model.embed_tokens.weight") && err.contains("missing"),

@@ -2,8 +2,8 @@
 //! Parquet agreement, reproducibility, sharding, and resumption after `kill -9`.
 
 use flywheel::commands::generate::{run, GenerateArgs, Shard};
-use flywheel::store::{AttemptRecord, ReflectionRecord, RetryRecord, Store, TaskRecord};
 use flywheel_datasets::task::{load_task, Instance};
+use flywheel_store::{AttemptRecord, ReflectionRecord, RetryRecord, Store, TaskRecord};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,22 +11,10 @@ fn input() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/data/countdown/test.jsonl")
 }
 
-/// A tiny model exported to ONNX, shared by the tests of this binary.
+mod common;
+
 fn model() -> &'static Path {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = tempfile::tempdir().expect("tempdir").keep();
-        let m = root.join("tiny");
-        flywheel_model::tiny::create(&m, 17).expect("tiny");
-        flywheel_export::export(
-            &m,
-            &root.join("onnx"),
-            &flywheel_export::ExportOptions::f32(),
-            false,
-        )
-        .expect("export");
-        root.join("onnx")
-    })
+    common::tiny_onnx()
 }
 
 fn args(out: &Path) -> GenerateArgs {
@@ -45,6 +33,7 @@ fn args(out: &Path) -> GenerateArgs {
         max_new_tokens: 24,
         seed: 7,
         shard: None,
+        task_flags: Default::default(),
         device: flywheel::commands::DeviceArg::Cpu,
         threads: 1,
         prefix_cache_mib: 1024,
@@ -452,7 +441,6 @@ fn kill_and_resume(batch: usize, prefix_cache_mib: usize) -> (Dump, Dump) {
             "7",
             "--threads",
             "1",
-            "--quiet",
         ])
         .arg("--model")
         .arg(model())
@@ -461,20 +449,37 @@ fn kill_and_resume(batch: usize, prefix_cache_mib: usize) -> (Dump, Dump) {
         .arg("--out")
         .arg(out)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(std::process::Stdio::piped());
         c
     };
+    // Acknowledgement protocol: the child prints `generate: N/40 tasks stored` once N tasks are
+    // durably stored; each round kills it right after a later acknowledgement than the last.
     let mut kills = 0;
-    for delay_ms in [300u64, 700, 1100, 1500, 2000] {
+    for target in [4u64, 10, 16, 22, 28] {
         let mut child = cli(&crashed).spawn().expect("spawn");
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        if child.try_wait().expect("wait").is_none() {
+        let stderr = child.stderr.take().expect("stderr");
+        let mut acked = None;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            let stored = line
+                .strip_prefix("generate: ")
+                .and_then(|l| l.split('/').next())
+                .and_then(|n| n.parse::<u64>().ok());
+            if stored.is_some_and(|n| n >= target) {
+                acked = stored;
+                break;
+            }
+        }
+        if acked.is_some() && child.try_wait().expect("wait").is_none() {
             child.kill().expect("kill -9");
             kills += 1;
         }
         let _ = child.wait();
     }
-    let status = cli(&crashed).status().expect("final run");
+    let status = cli(&crashed)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("final run");
     assert!(status.success());
     assert!(
         kills >= 2,
@@ -492,7 +497,7 @@ fn kill_and_resume(batch: usize, prefix_cache_mib: usize) -> (Dump, Dump) {
 fn readme_documents_every_parquet_column() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README");
-    let table = flywheel::store::columns_markdown();
+    let table = flywheel_store::columns_markdown();
     assert!(
         readme.contains(table.trim()),
         "README's Parquet table is out of date; it must contain:\n{table}"
@@ -518,7 +523,7 @@ fn device_cuda_runs_on_cuda_or_fails_cleanly() {
         .expect("run flywheel");
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    if flywheel_export::runtime::cuda_available().expect("ONNX Runtime") {
+    if flywheel_runtime::cuda_available().expect("ONNX Runtime") {
         assert!(res.status.success(), "{stderr}");
         let report: serde_json::Value = serde_json::from_slice(&res.stdout).expect("report");
         assert_eq!(report["provider"], "cuda");
@@ -530,4 +535,347 @@ fn device_cuda_runs_on_cuda_or_fails_cleanly() {
         );
         assert!(!out.exists(), "a failed run must leave no run directory");
     }
+}
+
+/// Copies a directory tree (the exported model) so a test can place it under relative paths.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+/// A run made with relative paths resumes as a no-op from another directory with absolute paths
+/// and through a symlink; an edited prompt template is refused, naming what changed.
+#[test]
+fn run_identity_survives_other_directories_and_spellings_but_not_edited_prompts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    copy_dir(model(), &root.join("runs/m/onnx"));
+    let prompts = root.join("prompts/countdown");
+    std::fs::create_dir_all(&prompts).expect("mkdir");
+    std::fs::write(
+        prompts.join("reflect.txt"),
+        "What went wrong? Be brief.{feedback}",
+    )
+    .unwrap();
+    let flywheel = |cwd: &Path, model: &Path, out: &Path, prompts: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_flywheel"))
+            .current_dir(cwd)
+            .args([
+                "generate",
+                "--task",
+                "countdown",
+                "--limit",
+                "3",
+                "--reflections",
+                "2",
+            ])
+            .args(["--max-new-tokens", "6", "--threads", "1", "--quiet"])
+            .arg("--model")
+            .arg(model)
+            .arg("--input")
+            .arg(input())
+            .arg("--out")
+            .arg(out)
+            .arg("--prompts")
+            .arg(prompts)
+            .output()
+            .expect("flywheel")
+    };
+    let first = flywheel(
+        root,
+        Path::new("runs/m/onnx"),
+        Path::new("runs/r"),
+        Path::new("prompts"),
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    std::os::unix::fs::symlink(root.join("runs"), root.join("link")).expect("symlink");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    for out in [root.join("runs/r"), root.join("link/r")] {
+        let again = flywheel(
+            elsewhere.path(),
+            &root.join("runs/m/onnx"),
+            &out,
+            &root.join("prompts"),
+        );
+        let stderr = String::from_utf8_lossy(&again.stderr);
+        assert!(again.status.success(), "{}: {stderr}", out.display());
+        let report: serde_json::Value = serde_json::from_slice(&again.stdout).expect("report");
+        assert_eq!(
+            report["engine"]["completions"], 0,
+            "a no-op resume: {report}"
+        );
+        assert_eq!(report["session"]["tasks_skipped_complete"], 3);
+    }
+    std::fs::write(
+        prompts.join("reflect.txt"),
+        "What went wrong? Be very brief.{feedback}",
+    )
+    .unwrap();
+    let edited = flywheel(
+        root,
+        Path::new("runs/m/onnx"),
+        Path::new("runs/r"),
+        Path::new("prompts"),
+    );
+    let stderr = String::from_utf8_lossy(&edited.stderr);
+    assert_eq!(edited.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("task_hash") && stderr.contains("prompt templates"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: "), "{stderr}");
+}
+
+/// One `rollouts.parquet` row, every column.
+#[derive(Debug, PartialEq)]
+struct ParquetRow {
+    model_hash: String,
+    task: String,
+    task_index: u64,
+    task_id: String,
+    level: Option<String>,
+    kind: String,
+    attempt: u32,
+    reflection: Option<u32>,
+    prompt_ids: Vec<u32>,
+    token_ids: Vec<u32>,
+    logprobs: Vec<f32>,
+    text: String,
+    pass: Option<bool>,
+    reason: Option<String>,
+    finish_reason: String,
+    seed: u64,
+    prompt_tokens: u32,
+    new_tokens: u32,
+    started_unix_ms: u64,
+    seconds: f64,
+}
+
+fn read_parquet(path: &Path) -> Vec<ParquetRow> {
+    use arrow::array::{
+        Array, BooleanArray, Float32Array, Float64Array, ListArray, StringArray, UInt32Array,
+        UInt64Array,
+    };
+    let file = std::fs::File::open(path).expect("parquet");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("reader")
+        .build()
+        .expect("build");
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let c = |n: &str| batch.column_by_name(n).expect(n).clone();
+        let s = |n: &str| c(n).as_any().downcast_ref::<StringArray>().unwrap().clone();
+        let u32a = |n: &str| c(n).as_any().downcast_ref::<UInt32Array>().unwrap().clone();
+        let u64a = |n: &str| c(n).as_any().downcast_ref::<UInt64Array>().unwrap().clone();
+        let list = |n: &str| c(n).as_any().downcast_ref::<ListArray>().unwrap().clone();
+        let (model, task, id, level, kind) = (
+            s("model_hash"),
+            s("task"),
+            s("task_id"),
+            s("level"),
+            s("kind"),
+        );
+        let (text, reason, finish) = (s("text"), s("reason"), s("finish_reason"));
+        let (ti, seed, started) = (u64a("task_index"), u64a("seed"), u64a("started_unix_ms"));
+        let (att, refl, pt, nt) = (
+            u32a("attempt"),
+            u32a("reflection"),
+            u32a("prompt_tokens"),
+            u32a("new_tokens"),
+        );
+        let (pids, tids, lps) = (list("prompt_ids"), list("token_ids"), list("logprobs"));
+        let pass = c("pass");
+        let pass = pass.as_any().downcast_ref::<BooleanArray>().unwrap();
+        let secs = c("seconds");
+        let secs = secs.as_any().downcast_ref::<Float64Array>().unwrap();
+        let ids = |l: &ListArray, i: usize| -> Vec<u32> {
+            l.value(i)
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        let opt_s = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+        for i in 0..batch.num_rows() {
+            rows.push(ParquetRow {
+                model_hash: model.value(i).into(),
+                task: task.value(i).into(),
+                task_index: ti.value(i),
+                task_id: id.value(i).into(),
+                level: opt_s(&level, i),
+                kind: kind.value(i).into(),
+                attempt: att.value(i),
+                reflection: (!refl.is_null(i)).then(|| refl.value(i)),
+                prompt_ids: ids(&pids, i),
+                token_ids: ids(&tids, i),
+                logprobs: lps
+                    .value(i)
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec(),
+                text: text.value(i).into(),
+                pass: (!pass.is_null(i)).then(|| pass.value(i)),
+                reason: opt_s(&reason, i),
+                finish_reason: finish.value(i).into(),
+                seed: seed.value(i),
+                prompt_tokens: pt.value(i),
+                new_tokens: nt.value(i),
+                started_unix_ms: started.value(i),
+                seconds: secs.value(i),
+            });
+        }
+    }
+    rows
+}
+
+/// `rollouts.parquet` equals the store row for row, every column, in the documented order.
+fn assert_parquet_equals_store(run_dir: &Path) {
+    let store = Store::open_existing(run_dir).expect("store");
+    let meta = store.meta().expect("meta");
+    let mut tasks = std::collections::HashMap::new();
+    store
+        .for_each_task(|t| {
+            tasks.insert(t.task_index, t);
+            Ok(())
+        })
+        .expect("tasks");
+    let row = |t: u64,
+               kind: &str,
+               a: u32,
+               r: Option<u32>,
+               g: &flywheel_store::Generation,
+               pass: Option<bool>,
+               reason: Option<&str>| {
+        let task = &tasks[&t];
+        ParquetRow {
+            model_hash: meta.model_hash.clone(),
+            task: meta.task.clone(),
+            task_index: t,
+            task_id: task.id.clone(),
+            level: task.level.clone(),
+            kind: kind.into(),
+            attempt: a,
+            reflection: r,
+            prompt_ids: g.prompt_ids.clone(),
+            token_ids: g.token_ids.clone(),
+            logprobs: g.logprobs.clone(),
+            text: g.text.clone(),
+            pass,
+            reason: reason.map(str::to_owned),
+            finish_reason: g.finish_reason.as_str().into(),
+            seed: g.seed,
+            prompt_tokens: g.prompt_ids.len() as u32,
+            new_tokens: g.token_ids.len() as u32,
+            started_unix_ms: g.started_unix_ms,
+            seconds: g.seconds,
+        }
+    };
+    let d = {
+        let mut d = (vec![], vec![], vec![]);
+        store
+            .for_each_attempt(|a| {
+                d.0.push(a);
+                Ok(())
+            })
+            .expect("attempts");
+        store
+            .for_each_reflection(|r| {
+                d.1.push(r);
+                Ok(())
+            })
+            .expect("reflections");
+        store
+            .for_each_retry(|r| {
+                d.2.push(r);
+                Ok(())
+            })
+            .expect("retries");
+        d
+    };
+    let mut want = Vec::new();
+    for a in &d.0 {
+        want.push(row(
+            a.task_index,
+            "attempt",
+            a.attempt,
+            None,
+            &a.generation,
+            Some(a.pass),
+            Some(&a.reason),
+        ));
+        for r in
+            d.1.iter()
+                .filter(|r| (r.task_index, r.attempt) == (a.task_index, a.attempt))
+        {
+            want.push(row(
+                r.task_index,
+                "reflection",
+                r.attempt,
+                Some(r.reflection),
+                &r.generation,
+                None,
+                None,
+            ));
+            if let Some(x) = d.2.iter().find(|x| {
+                (x.task_index, x.attempt, x.reflection) == (r.task_index, r.attempt, r.reflection)
+            }) {
+                want.push(row(
+                    x.task_index,
+                    "retry",
+                    x.attempt,
+                    Some(x.reflection),
+                    &x.generation,
+                    Some(x.pass),
+                    Some(&x.reason),
+                ));
+            }
+        }
+    }
+    let got = read_parquet(&run_dir.join("rollouts.parquet"));
+    assert_eq!(got.len(), want.len(), "row count");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "row {i}");
+    }
+}
+
+#[test]
+fn parquet_equals_the_store_every_column_on_the_pass_path_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("countdown");
+    run(&args(&out)).expect("countdown run");
+    assert_parquet_equals_store(&out);
+    // The user task the tiny model passes often: passed attempts (no reflections) and passed
+    // retries appear, so every branch of the export is taken.
+    let (task, data) = common::tiny_task();
+    let user = dir.path().join("user");
+    let report = run(&GenerateArgs {
+        task: task.display().to_string(),
+        input: data,
+        limit: Some(16),
+        max_new_tokens: 12,
+        ..args(&user)
+    })
+    .expect("user task run");
+    assert!(
+        report.store.attempts_passed > 0 && report.store.attempts_passed < 16,
+        "{:?}",
+        report.store
+    );
+    assert!(report.store.retries_passed > 0, "{:?}", report.store);
+    assert_parquet_equals_store(&user);
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{cached_vs_full_max_diff, fixtures, max_abs_diff, positions, read_safetensors};
-use flywheel_model::Llama;
+use flywheel_llama::Llama;
 use tch::{Device, Kind, Tensor};
 
 const VARIANTS: [&str; 4] = ["llama_untied_bias", "llama3_rope", "qwen2", "mistral"];

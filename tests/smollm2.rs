@@ -6,7 +6,8 @@ mod common;
 
 use common::{cached_vs_full_max_diff, fixtures, max_abs_diff, positions, read_safetensors};
 use flywheel::commands::import::{run, ImportArgs};
-use flywheel_model::{tokenizer, Llama};
+use flywheel_llama::Llama;
+use flywheel_model::tokenizer;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use tch::{Device, Kind, Tensor};
@@ -185,7 +186,7 @@ fn cached_decoding_matches_full_forward_and_transformers_greedy() {
         let want: Vec<i64> =
             Vec::<i64>::try_from(&fx[&format!("prompt{i}.greedy")]).expect("greedy");
         let out =
-            flywheel_model::generate::greedy(&model, &prompt, want.len(), &model.config.eos_ids());
+            flywheel_llama::generate::greedy(&model, &prompt, want.len(), &model.config.eos_ids());
         assert_eq!(
             out.tokens, want,
             "prompt {i}: greedy tokens differ from transformers"

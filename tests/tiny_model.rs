@@ -6,8 +6,9 @@ mod common;
 use flywheel::commands::complete::{run as complete, CompleteArgs};
 use flywheel::commands::import::{run as import, ImportArgs};
 use flywheel::commands::{DeviceArg, DtypeArg};
+use flywheel_llama::{tiny, Llama};
 use flywheel_model::chat::ChatTemplate;
-use flywheel_model::{tiny, tokenizer, Llama};
+use flywheel_model::tokenizer;
 use serde_json::json;
 use tch::{Device, Kind};
 

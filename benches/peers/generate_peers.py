@@ -2,7 +2,7 @@
 tokens, 128 new tokens, temperature 1.0, no top-k/top-p, EOS ignored) through Hugging Face
 transformers `generate` and onnxruntime-genai, at batch 1 and 32, on the CPU.
 
-Usage (from the repository root, after `cargo bench --bench generate` has created the model):
+Usage (from the repository root, after `cargo bench --profile dev --bench generate` has created the model):
     .venv/bin/python3 -m pip install transformers          # not part of .ci/setup
     .venv/bin/python3 benches/peers/generate_peers.py [ONNX_DIR ...]
 ONNX_DIR defaults to target/bench-models/smollm2/onnx (our export); pass a folder made by

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use regex::{Regex, RegexBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::countdown::verify::last_answer_tag;
@@ -35,7 +35,7 @@ fn default_timeout_ms() -> u64 {
 }
 
 /// The config file (JSON). Unknown keys are rejected so typos surface.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomConfig {
     /// Task name, reported by [`Task::name`].
@@ -56,7 +56,7 @@ pub struct CustomConfig {
 }
 
 /// How responses are judged.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum VerifierConfig {
     /// The answer (last `<answer>` tag content if present, else the whole response), trimmed,
@@ -467,6 +467,26 @@ impl Task for CustomTask {
             &|| self.verify(inst, attempt),
             reflection,
         )
+    }
+
+    fn identity(&self) -> Value {
+        // The verifier program's bytes count too: editing the script changes verdicts. A bare
+        // program name (looked up in PATH) is a system tool and is identified by name only.
+        let program = match &self.verifier {
+            Verifier::Command { program, .. } if program.is_file() => {
+                Some(match std::fs::read(program) {
+                    Ok(bytes) => Value::String(crate::sha256_hex(&bytes)),
+                    Err(e) => Value::String(format!("unreadable: {e}")),
+                })
+            }
+            _ => None,
+        };
+        serde_json::json!({
+            "task": self.config.name,
+            "config": serde_json::to_value(&self.config).unwrap_or(Value::Null),
+            "verifier_program_sha256": program,
+            "prompts": self.prompts.identity(),
+        })
     }
 
     fn verify(&self, inst: &Instance, response: &str) -> Verdict {

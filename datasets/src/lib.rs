@@ -11,7 +11,6 @@ pub mod function_calling;
 pub mod jsonl;
 mod parquet_rows;
 pub mod prompts;
-pub mod rng;
 pub mod task;
 pub mod verify_file;
 
@@ -19,6 +18,15 @@ pub use task::{
     load_task, load_task_with, read_instances, Instance, InstanceError, Message, Role, Task,
     TaskError, TaskOptions, Verdict,
 };
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Regenerates every shipped data file as `(path relative to datasets/data, contents)`.
 pub fn shipped_data_files() -> Result<Vec<(String, String)>, String> {

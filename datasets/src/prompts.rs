@@ -130,6 +130,8 @@ pub struct PromptSet {
     reflect: Template,
     retry: Template,
     include_reason: bool,
+    /// The texts in use, in [`TEMPLATE_FILES`] order (for [`PromptSet::identity`]).
+    texts: Vec<String>,
 }
 
 impl PromptSet {
@@ -145,6 +147,7 @@ impl PromptSet {
         let mut known_all: Vec<&str> = known.to_vec();
         known_all.push("feedback");
         let mut parsed = Vec::with_capacity(4);
+        let mut texts = Vec::with_capacity(4);
         for (file, default) in TEMPLATE_FILES.iter().zip(defaults.iter()) {
             let candidate = override_dir.map(|d| d.join(file));
             let (origin, text) = match candidate {
@@ -161,6 +164,7 @@ impl PromptSet {
             // Editors add a final newline; it is not part of the message.
             let text = text.trim_end_matches(['\n', '\r']);
             parsed.push(Template::parse(&origin, text, &known_all)?);
+            texts.push(text.to_owned());
         }
         let mut it = parsed.into_iter();
         let mut next = || it.next().unwrap_or(Template { segments: vec![] });
@@ -170,6 +174,7 @@ impl PromptSet {
             reflect: next(),
             retry: next(),
             include_reason,
+            texts,
         })
     }
 
@@ -225,5 +230,19 @@ impl PromptSet {
 
     pub fn include_reason(&self) -> bool {
         self.include_reason
+    }
+
+    /// The template texts in use (by file name) and the reflection option, as JSON: what a run
+    /// fingerprints so an edited template is noticed on resume.
+    pub fn identity(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for (file, text) in TEMPLATE_FILES.iter().zip(&self.texts) {
+            map.insert((*file).to_owned(), serde_json::Value::String(text.clone()));
+        }
+        map.insert(
+            "include_reason".into(),
+            serde_json::Value::Bool(self.include_reason),
+        );
+        serde_json::Value::Object(map)
     }
 }

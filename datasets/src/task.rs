@@ -71,8 +71,10 @@ pub trait Task: Send + Sync {
     /// The task's registry name (e.g. `countdown`).
     fn name(&self) -> &str;
 
-    /// Validates and normalizes one JSON record (`line_no` is 1-based, for error messages).
-    fn parse_instance(&self, line_no: usize, value: Value) -> Result<Instance, InstanceError>;
+    /// Validates and normalizes one JSON record. `record_no` is its 1-based number among the
+    /// input's records (blank lines not counted): it names the record in errors and gives the
+    /// default id `<task>-<record_no>`. [`read_instances`] reports errors at the file's line.
+    fn parse_instance(&self, record_no: usize, value: Value) -> Result<Instance, InstanceError>;
 
     /// The first-try conversation: an optional system message and the user request.
     fn attempt_messages(&self, inst: &Instance) -> Vec<Message>;
@@ -95,6 +97,11 @@ pub trait Task: Send + Sync {
 
     /// Judges a response. Never panics, whatever the response.
     fn verify(&self, inst: &Instance, response: &str) -> Verdict;
+
+    /// Everything besides the instances that shapes this task's prompts and verdicts: its name,
+    /// the prompt templates in use (built-in or overridden) and the options, and for a user task
+    /// its config and verifier. A run stores a hash of it and refuses to resume when it changed.
+    fn identity(&self) -> Value;
 }
 
 /// Options that change how a task renders prompts.
@@ -164,6 +171,18 @@ pub enum InstanceError {
 }
 
 impl InstanceError {
+    /// The same error reported at file line `line` (for errors that name a line).
+    pub fn at_line(mut self, line: usize) -> Self {
+        match &mut self {
+            Self::Read { line: l, .. }
+            | Self::Json { line: l, .. }
+            | Self::MissingField { line: l, .. }
+            | Self::InvalidField { line: l, .. } => *l = line,
+            Self::Open { .. } | Self::Parquet { .. } => {}
+        }
+        self
+    }
+
     /// The 1-based line (or row) the error is about, when it is about one.
     pub fn line(&self) -> Option<usize> {
         match self {
@@ -203,7 +222,9 @@ pub fn load_task_with(spec: &str, options: &TaskOptions) -> Result<Box<dyn Task>
 }
 
 /// Streams the instances of a JSONL file (or, for tasks that read rows, a `.parquet` file).
-/// A malformed line yields an `Err` carrying its line number, and iteration continues.
+/// A malformed line yields an `Err` carrying its line number, and iteration continues. Blank
+/// lines are skipped and not counted: the n-th record is the n-th instance wherever blank lines
+/// fall, so they shift neither task indices nor default ids.
 pub fn read_instances<'a>(
     task: &'a dyn Task,
     path: &Path,
@@ -216,7 +237,24 @@ pub fn read_instances<'a>(
     } else {
         Box::new(crate::jsonl::JsonlReader::open(path))
     };
-    Box::new(records.map(move |r| r.and_then(|(line, value)| task.parse_instance(line, value))))
+    let mut record_no = 0usize;
+    Box::new(records.map(move |r| {
+        record_no += 1;
+        r.and_then(|(line, value)| {
+            task.parse_instance(record_no, value)
+                .map_err(|e| e.at_line(line))
+        })
+    }))
+}
+
+/// [`Task::identity`] of a built-in task: its name, the verifier's version (this crate's) and
+/// the prompts in use.
+pub(crate) fn builtin_identity(name: &str, prompts: &crate::prompts::PromptSet) -> Value {
+    serde_json::json!({
+        "task": name,
+        "verifier": concat!("flywheel-datasets ", env!("CARGO_PKG_VERSION")),
+        "prompts": prompts.identity(),
+    })
 }
 
 /// The instance id: the record's `id` field if it has one, else `<task>-<line>`.

@@ -126,3 +126,40 @@ fn tinyzero_parquet_rows() {
         [Err(InstanceError::Parquet { .. })]
     ));
 }
+
+/// Blank lines shift neither the instances' order nor their default ids: the n-th record is the
+/// n-th instance wherever blank lines fall (errors still name the file's line).
+#[test]
+fn blank_lines_do_not_shift_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    };
+    let plain = write(
+        "a.jsonl",
+        "{\"nums\":[1,2],\"target\":3}\n{\"nums\":[2,2],\"target\":4}\n",
+    );
+    let spaced = write(
+        "b.jsonl",
+        "\n\n{\"nums\":[1,2],\"target\":3}\n   \n\n{\"nums\":[2,2],\"target\":4}\n\n{\"nums\":\"x\"}\n",
+    );
+    let task = load_task("countdown").expect("task");
+    let ids = |p: &std::path::Path| -> Vec<String> {
+        read_instances(task.as_ref(), p)
+            .filter_map(Result::ok)
+            .map(|i| i.id)
+            .collect()
+    };
+    assert_eq!(ids(&plain), vec!["countdown-1", "countdown-2"]);
+    assert_eq!(ids(&spaced), ids(&plain));
+    let last = read_instances(task.as_ref(), &spaced)
+        .nth(2)
+        .expect("third record");
+    assert_eq!(
+        last.err().and_then(|e| e.line()),
+        Some(8),
+        "the file's line"
+    );
+}

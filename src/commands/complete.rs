@@ -5,9 +5,9 @@ use super::{DeviceArg, DtypeArg};
 use flywheel_datasets::task::{
     load_task, read_instances, InstanceError, Message, Role, TaskError, Verdict,
 };
+use flywheel_llama::generate::greedy;
+use flywheel_llama::llama::{Llama, LoadError};
 use flywheel_model::chat::{ChatError, ChatTemplate};
-use flywheel_model::generate::greedy;
-use flywheel_model::llama::{Llama, LoadError};
 use flywheel_model::tokenizer::{self, TokenizerError};
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 
 use flywheel_export::parity::{self, ParityError, ParityReport};
 use flywheel_export::{ExportDtype, ExportError, ExportOptions, ExportReport, Ops};
-use flywheel_model::llama::{Llama, LoadError};
+use flywheel_llama::llama::{Llama, LoadError};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]

@@ -1,14 +1,16 @@
 //! `flywheel generate`: attempts, reflections and retries for a task's instances on an exported
 //! ONNX model, into `RUN_DIR/store.redb` (resumable) and `RUN_DIR/rollouts.parquet`.
 
-use super::DeviceArg;
-use crate::pipeline::{Pipeline, PipelineConfig, Tally};
-use crate::store::{self, Counts, ParquetExportError, RunMeta, Store, StoreError};
-use flywheel_datasets::task::{load_task, read_instances, InstanceError, TaskError};
-use flywheel_export::runtime::Provider;
+use super::{DeviceArg, TaskFlags};
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineError, Tally};
+use flywheel_datasets::task::{load_task_with, read_instances, InstanceError, Task, TaskError};
 use flywheel_generate::{Engine, EngineConfig, EngineError, RunStats, SamplingParams};
 use flywheel_model::chat::{ChatError, ChatTemplate};
+use flywheel_runtime::Provider;
+use flywheel_store::{self as store, Counts, ParquetExportError, RunMeta, Store, StoreError};
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A contiguous block of the input: part `index` of `count`.
@@ -50,6 +52,9 @@ pub struct GenerateArgs {
     /// Task instances (JSONL, or Parquet for Countdown).
     #[arg(long)]
     pub input: PathBuf,
+    /// Prompt overrides and the reflection feedback option.
+    #[command(flatten)]
+    pub task_flags: TaskFlags,
     /// Use only the first N instances of the input (before sharding).
     #[arg(long)]
     pub limit: Option<u64>,
@@ -96,7 +101,7 @@ pub struct GenerateArgs {
     /// retries extending them prefill only their new tokens (0: off, every prompt prefilled whole).
     #[arg(long, default_value_t = 1024)]
     pub prefix_cache_mib: usize,
-    /// No progress bar.
+    /// No progress output (a bar on a terminal, else one line per batch of stored tasks).
     #[arg(long)]
     pub quiet: bool,
 }
@@ -118,8 +123,8 @@ pub enum GenerateError {
     Chat(#[from] ChatError),
     #[error(transparent)]
     Parquet(#[from] ParquetExportError),
-    #[error("generation stopped: {0}")]
-    Pipeline(String),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
     #[error("--{flag} {value}: must be {expected}")]
     Setting {
         flag: &'static str,
@@ -190,7 +195,7 @@ fn peak_rss_bytes() -> Option<u64> {
 pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
     let start = Instant::now();
     check_settings(args)?;
-    let task = load_task(&args.task)?;
+    let task: Arc<dyn Task> = Arc::from(load_task_with(&args.task, &args.task_flags.options())?);
     // Validate the whole input first: a malformed line stops the run before any work.
     let mut total = 0u64;
     for item in read_instances(task.as_ref(), &args.input) {
@@ -210,9 +215,9 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
     let model_hash = store::model_hash(&args.model)?;
     let meta = RunMeta {
         model_hash: model_hash.clone(),
-        model_dir: args.model.display().to_string(),
-        task: args.task.clone(),
-        input: args.input.display().to_string(),
+        model_files_hash: store::model_files_hash(&args.model)?,
+        task: task.name().to_owned(),
+        task_hash: store::text_hash(&task.identity().to_string()),
         attempts: args.attempts,
         reflections: args.reflections,
         temperature: args.temperature,
@@ -251,7 +256,10 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
         .take((hi - lo) as usize)
         .map(move |(i, r)| {
             r.map(|inst| (i as u64, inst))
-                .map_err(|e| format!("{}: {e}", input.display()))
+                .map_err(|source| PipelineError::Input {
+                    path: input.clone(),
+                    source,
+                })
         });
     let config = PipelineConfig {
         attempts: args.attempts,
@@ -267,23 +275,27 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
         seed: args.seed,
     };
     let mut pipeline = Pipeline::new(
-        task.as_ref(),
+        task.clone(),
         &template,
         &tokenizer,
         &store,
         config,
         Box::new(instances),
-    );
-    let bar = (!args.quiet).then(|| progress_bar(hi - lo));
-    if let Some(bar) = bar.clone() {
+    )?;
+    // On a terminal a progress bar; elsewhere (cron, a log file, a test) one line each time more
+    // tasks are stored, which is what a log reader (or a test waiting to kill it) can rely on.
+    let total = hi - lo;
+    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| progress_bar(total));
+    if !args.quiet {
+        let bar = bar.clone();
         let mut rate = 0.0f64;
+        let mut printed = 0u64;
         pipeline.progress = Some(Box::new(
             move |t: &Tally, s: &flywheel_generate::StepStats| {
                 if s.seconds > 0.0 {
                     let r = s.new_tokens as f64 / s.seconds;
                     rate = if rate == 0.0 { r } else { 0.9 * rate + 0.1 * r };
                 }
-                bar.set_position(t.tasks_done);
                 let pct = |a: u64, b: u64| {
                     if b == 0 {
                         0.0
@@ -291,17 +303,30 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
                         100.0 * a as f64 / b as f64
                     }
                 };
-                bar.set_message(format!(
+                let msg = format!(
                     "first try {:.1}% | retry {:.1}% | {:.0} tok/s",
                     pct(t.attempts_passed, t.attempts),
                     pct(t.retries_passed, t.retries),
                     rate
-                ));
+                );
+                match &bar {
+                    Some(bar) => {
+                        bar.set_position(t.tasks_done);
+                        bar.set_message(msg);
+                    }
+                    None if t.tasks_done > printed => {
+                        printed = t.tasks_done;
+                        eprintln!("generate: {printed}/{total} tasks stored | {msg}");
+                    }
+                    None => {}
+                }
             },
         ));
     }
+    // The pipeline's own error (a store conflict, a changed input) is the cause of an engine
+    // stop, so it is reported first.
     let engine_stats = engine.run(&mut pipeline);
-    let tally = pipeline.finish().map_err(GenerateError::Pipeline)?;
+    let tally = pipeline.finish()?;
     let engine_stats = engine_stats?;
     if let Some(bar) = bar {
         bar.finish();

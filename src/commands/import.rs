@@ -1,6 +1,6 @@
 //! `flywheel import`: a GGUF file or a Hugging Face directory → a flywheel model directory.
 
-use flywheel_model::import::{self, ImportError, ImportReport};
+use flywheel_llama::import::{self, ImportError, ImportReport};
 use flywheel_model::paths;
 use std::path::PathBuf;
 

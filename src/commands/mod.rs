@@ -3,10 +3,35 @@
 pub mod complete;
 pub mod export;
 pub mod generate;
+pub mod hint;
 pub mod import;
+pub mod label;
 pub mod verify;
 
 use clap::ValueEnum;
+use std::path::PathBuf;
+
+/// How a task renders its prompts (shared by every command that loads a task).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TaskFlags {
+    /// Directory of prompt overrides: `<task>/system.txt`, `attempt.txt`, `reflect.txt`,
+    /// `retry.txt` there replace the built-in templates (a run fingerprints the texts it uses).
+    #[arg(long, value_name = "DIR")]
+    pub prompts: Option<PathBuf>,
+    /// Tell the model the verifier's reason in the reflection request (the paper does not).
+    #[arg(long)]
+    pub feedback: bool,
+}
+
+impl TaskFlags {
+    /// The task options these flags set.
+    pub fn options(&self) -> flywheel_datasets::TaskOptions {
+        flywheel_datasets::TaskOptions {
+            prompt_dir: self.prompts.clone(),
+            include_reason: self.feedback,
+        }
+    }
+}
 
 /// Where the libtorch model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -21,7 +46,7 @@ pub enum DeviceArg {
 impl DeviceArg {
     pub fn device(self) -> tch::Device {
         match self {
-            Self::Auto => flywheel_model::default_device(),
+            Self::Auto => flywheel_llama::default_device(),
             Self::Cpu => tch::Device::Cpu,
             Self::Cuda => tch::Device::Cuda(0),
         }

@@ -19,12 +19,15 @@ pub struct VerifyArgs {
     /// Where to write the verdicts (`{"line":N,"pass":bool,"reason":"…"}` per line); stdout if absent.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Prompt overrides and the reflection feedback option (loaded and checked like generate's).
+    #[command(flatten)]
+    pub task_flags: super::TaskFlags,
 }
 
 /// Runs the verification, writing verdicts to `--output` if given, else to `out`.
 /// The caller prints the returned report (its `Display` is the one-line summary) on stderr.
 pub fn run(args: &VerifyArgs, out: &mut dyn Write) -> Result<VerifyReport, VerifyError> {
-    let options = TaskOptions::default();
+    let options = args.task_flags.options();
     let Some(output) = &args.output else {
         return verify_file::verify_file(&args.task, &options, &args.input, out);
     };

@@ -1,10 +1,8 @@
 //! Compiles the vendored `proto/onnx.proto` (ONNX, Apache-2.0) with protox — pure Rust, so no
 //! system `protoc` — into prost types, and sets up libtorch linking like every tch package.
 
-include!("../model/build_rpath.rs");
-
 fn main() {
-    link_libtorch();
+    flywheel_build::link_libtorch();
     println!("cargo:rerun-if-changed=proto/onnx.proto");
     let fds = match protox::compile(["proto/onnx.proto"], ["proto"]) {
         Ok(fds) => fds,

@@ -1,7 +1,5 @@
-//! Links libtorch like every package whose tests reach the tch model.
-
-include!("../model/build_rpath.rs");
+//! The engine's tests reach the tch model: bake the libtorch rpath into them.
 
 fn main() {
-    link_libtorch();
+    flywheel_build::link_libtorch();
 }

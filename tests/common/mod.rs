@@ -1,9 +1,33 @@
 //! Helpers shared by the integration tests: fixture loading and tensor comparison.
 #![allow(dead_code)]
 
-use flywheel_model::{KvCache, Llama};
+use flywheel_llama::{KvCache, Llama};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
+
+/// A tiny model exported to ONNX (standard graph), made once per test binary.
+pub fn tiny_onnx() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = tempfile::tempdir().expect("tempdir").keep();
+        let m = root.join("tiny");
+        flywheel_llama::tiny::create(&m, 17).expect("tiny");
+        flywheel_export::export(
+            &m,
+            &root.join("onnx"),
+            &flywheel_export::ExportOptions::f32(),
+            false,
+        )
+        .expect("export");
+        root.join("onnx")
+    })
+}
+
+/// The user task on which the tiny model passes often (a regex verifier), and its data.
+pub fn tiny_task() -> (PathBuf, PathBuf) {
+    let dir = fixtures().join("tiny_task");
+    (dir.join("task.json"), dir.join("data.jsonl"))
+}
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

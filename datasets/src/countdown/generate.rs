@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::countdown::expr::Op;
-use crate::rng::Rng;
+use flywheel_core::SplitMix64;
 
 /// Generator parameters of one difficulty level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,7 @@ fn combine(op: Op, a: u64, b: u64) -> Option<u64> {
 }
 
 /// One random construction over `nums`; `None` when a step has no valid operator.
-fn construct(rng: &mut Rng, nums: &[u64], ops: &[Op]) -> Option<(u64, String)> {
+fn construct(rng: &mut SplitMix64, nums: &[u64], ops: &[Op]) -> Option<(u64, String)> {
     let mut pool: Vec<(u64, String)> = nums.iter().map(|n| (*n, n.to_string())).collect();
     while pool.len() > 1 {
         let i = rng.index(pool.len());
@@ -131,7 +131,7 @@ pub fn generate(
     id_prefix: &str,
     seen: &mut HashSet<ProblemKey>,
 ) -> Vec<Problem> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut out = Vec::with_capacity(count);
     // Bounded so an impossible request (too few distinct problems) ends instead of spinning.
     let mut budget = count.saturating_mul(1_000).saturating_add(100_000);

@@ -171,6 +171,10 @@ impl Task for CountdownTask {
             Err(_) => Verdict::fail("invalid_instance"),
         }
     }
+
+    fn identity(&self) -> Value {
+        crate::task::builtin_identity("countdown", &self.prompts)
+    }
 }
 
 /// Builds a normalized instance directly (for generators and tests).

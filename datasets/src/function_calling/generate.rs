@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::function_calling::catalog::{CATALOG, POOLS};
 use crate::function_calling::tools::{ParamSchema, ParamType, ToolSchema};
-use crate::rng::Rng;
+use flywheel_core::SplitMix64;
 
 /// How a parameter's values are drawn.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,7 +165,7 @@ pub fn catalog() -> Result<Vec<CatalogTool>, String> {
 
 const AIRLINES: &[&str] = &["AF", "BA", "LH", "UA", "NH", "QF", "EK"];
 
-fn draw(rng: &mut Rng, kind: &Kind, optional: bool) -> (Value, String) {
+fn draw(rng: &mut SplitMix64, kind: &Kind, optional: bool) -> (Value, String) {
     match kind {
         Kind::Pool(values) => {
             let v = rng.choose(values).copied().unwrap_or("");
@@ -220,7 +220,7 @@ fn draw(rng: &mut Rng, kind: &Kind, optional: bool) -> (Value, String) {
 }
 
 /// One sampled call: the request sentence and the gold call object.
-fn sample_call(rng: &mut Rng, tool: &CatalogTool, optional: (u64, u64)) -> (String, Value) {
+fn sample_call(rng: &mut SplitMix64, tool: &CatalogTool, optional: (u64, u64)) -> (String, Value) {
     let mut args = Map::new();
     let mut sentence = tool.template.to_string();
     let mut extras = String::new();
@@ -318,7 +318,7 @@ pub fn generate(
     id_prefix: &str,
     seen: &mut HashSet<String>,
 ) -> Vec<Record> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let eligible: Vec<usize> = (0..catalog.len())
         .filter(|&i| {
             catalog[i]

@@ -144,4 +144,8 @@ impl Task for FunctionCallingTask {
             _ => Verdict::fail("invalid_instance"),
         }
     }
+
+    fn identity(&self) -> Value {
+        crate::task::builtin_identity("function_calling", &self.prompts)
+    }
 }

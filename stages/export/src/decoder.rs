@@ -11,8 +11,8 @@
 //! inputs and outputs: faster in ONNX Runtime, but no longer a standard-only graph.
 
 use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, Elem, Graph};
+use flywheel_llama::weights::RawTensor;
 use flywheel_model::config::ModelConfig;
-use flywheel_model::weights::RawTensor;
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
@@ -24,7 +24,7 @@ pub enum GraphError {
     #[error("tensor `{tensor}`: {source}")]
     Weights {
         tensor: String,
-        source: flywheel_model::weights::WeightsError,
+        source: flywheel_llama::weights::WeightsError,
     },
     #[error("writing external data: {0}")]
     Io(#[from] std::io::Error),
@@ -55,26 +55,9 @@ struct AttnInputs {
     total_len: String,
 }
 
-/// Model metadata key set to `true` on fused graphs: `past_key_values.*` and `present.*` may be
-/// bound to one buffer with spare columns (GroupQueryAttention's shared-buffer mode), so a decode
-/// step writes its key/value in place instead of copying the whole cache into a new present.
-pub const SHARE_BUFFER_KEY: &str = "flywheel.past_present_share_buffer";
-
-/// Optional input: how many final positions get logits (0, the default: all).
-pub const LOGITS_TO_KEEP: &str = "logits_to_keep";
-
-pub fn past_key(i: usize) -> String {
-    format!("past_key_values.{i}.key")
-}
-pub fn past_value(i: usize) -> String {
-    format!("past_key_values.{i}.value")
-}
-pub fn present_key(i: usize) -> String {
-    format!("present.{i}.key")
-}
-pub fn present_value(i: usize) -> String {
-    format!("present.{i}.value")
-}
+pub use flywheel_runtime::names::{
+    past_key, past_value, present_key, present_value, LOGITS_TO_KEEP, SHARE_BUFFER_KEY,
+};
 
 pub fn torch_kind(elem: Elem) -> Kind {
     match elem {

@@ -3,9 +3,9 @@
 
 use crate::decoder::{self, GraphError, Ops};
 use crate::graph::{Elem, Graph};
+use flywheel_llama::llama::{Llama, LoadError};
 use flywheel_model::atomic::{self, AtomicDirError};
 use flywheel_model::config::ModelConfig;
-use flywheel_model::llama::{Llama, LoadError};
 use prost::Message;
 use serde_json::json;
 use std::collections::HashMap;

@@ -7,7 +7,6 @@ pub mod export;
 pub mod graph;
 pub mod parity;
 pub mod proto;
-pub mod runtime;
 
 pub use decoder::Ops;
 pub use export::{export, ExportDtype, ExportError, ExportOptions, ExportReport};

@@ -1,10 +1,10 @@
 //! Parity check: the exported graph in ONNX Runtime against the tch model, on a left-padded
 //! batch of prompts of different lengths, then cached decode steps feeding `present.*` back.
 
-use crate::decoder::{past_key, past_value, present_key, present_value};
-use crate::runtime::{self, RuntimeError};
+use flywheel_llama::{KvCache, Llama};
 use flywheel_model::config::ModelConfig;
-use flywheel_model::{KvCache, Llama};
+use flywheel_runtime::names::{past_key, past_value, present_key, present_value};
+use flywheel_runtime::{self as runtime, RuntimeError};
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 use std::path::Path;
@@ -85,27 +85,9 @@ impl OrtDecoder {
     ) -> Result<(Vec<f32>, OrtKv), ParityError> {
         let s = ids.len() / b;
         let run_err = |e: ort::Error| ParityError::Run(e.to_string());
-        let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> =
-            Vec::with_capacity(3 + 2 * self.layers);
-        inputs.push((
-            "input_ids".into(),
-            OrtTensor::from_array((vec![b as i64, s as i64], ids.to_vec()))
-                .map_err(run_err)?
-                .into(),
-        ));
-        let total = mask.len() / b;
-        inputs.push((
-            "attention_mask".into(),
-            OrtTensor::from_array((vec![b as i64, total as i64], mask.to_vec()))
-                .map_err(run_err)?
-                .into(),
-        ));
-        inputs.push((
-            "position_ids".into(),
-            OrtTensor::from_array((vec![b as i64, s as i64], positions.to_vec()))
-                .map_err(run_err)?
-                .into(),
-        ));
+        let mut inputs =
+            runtime::token_inputs(b, ids.to_vec(), Some(positions.to_vec()), mask.to_vec())
+                .map_err(run_err)?;
         let kv_shape = vec![
             b as i64,
             self.kv_heads as i64,

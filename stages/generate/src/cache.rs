@@ -17,13 +17,15 @@ impl Layout {
 }
 
 /// Copies the last `len` cached positions of row `from` (laid out as `src`) to the last `len`
-/// positions of row `to` (laid out as `dst`), for every key/value head.
+/// positions of row `to` (laid out as `dst`), for every key/value head. Buffers are bytes and
+/// `d` is the bytes of one position of one head (head size × element size), so one copy serves
+/// every element type.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_row(
-    src: &[f32],
+    src: &[u8],
     s: Layout,
     from: usize,
-    dst: &mut [f32],
+    dst: &mut [u8],
     t: Layout,
     to: usize,
     kv: usize,

@@ -4,12 +4,13 @@
 mod cache;
 mod dims;
 pub mod engine;
+pub mod kv;
 mod prefix;
 pub mod sampler;
 
 pub use dims::ModelDims;
 pub use engine::{
-    Completion, Driver, Engine, EngineConfig, EngineError, FinishReason, Request, RunStats,
-    StepStats,
+    Completion, Driver, Engine, EngineConfig, EngineError, Request, RunStats, StepStats,
 };
-pub use sampler::{Rng, SamplingParams};
+pub use flywheel_core::FinishReason;
+pub use sampler::SamplingParams;

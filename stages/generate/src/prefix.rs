@@ -10,16 +10,16 @@
 use crate::cache::{copy_row, Layout};
 
 /// One finished sequence: its tokens and, per past input of the graph, its keys or values as
-/// `[kv_heads, len, head_dim]`.
+/// `[kv_heads, len, head_dim]` (bytes of the cache's element type).
 struct Entry {
     tokens: Vec<u32>,
-    layers: Vec<Vec<f32>>,
+    layers: Vec<Vec<u8>>,
     used: u64,
 }
 
 impl Entry {
     fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| l.len() * 4).sum()
+        self.layers.iter().map(Vec::len).sum()
     }
 }
 
@@ -44,7 +44,7 @@ pub(crate) struct PrefixCache {
 
 impl PrefixCache {
     /// A cache of at most `budget` bytes (0 disables it) that reuses prefixes of at least
-    /// `min_tokens` tokens, for caches of `kv` heads of size `d`.
+    /// `min_tokens` tokens, for caches of `kv` heads whose one position takes `d` bytes.
     pub(crate) fn new(budget: usize, min_tokens: usize, kv: usize, d: usize) -> Self {
         Self {
             entries: Vec::new(),
@@ -92,7 +92,7 @@ impl PrefixCache {
     }
 
     /// The first `hit.len` positions of the hit entry, one `[1, kv, len, d]` buffer per past input.
-    pub(crate) fn past(&self, hit: Hit) -> Vec<Vec<f32>> {
+    pub(crate) fn past(&self, hit: Hit) -> Vec<Vec<u8>> {
         let (kv, d) = (self.kv, self.d);
         let e = &self.entries[hit.entry];
         let full = e.tokens.len();
@@ -112,17 +112,17 @@ impl PrefixCache {
     /// Keeps the sequence `tokens`, whose keys and values are the last `tokens.len()` positions of
     /// row `slot` in `layers` (laid out as `src`). Older entries make room; a sequence larger
     /// than the whole budget is not kept.
-    pub(crate) fn insert(&mut self, tokens: Vec<u32>, layers: &[&[f32]], src: Layout, slot: usize) {
+    pub(crate) fn insert(&mut self, tokens: Vec<u32>, layers: &[&[u8]], src: Layout, slot: usize) {
         let (kv, d, len) = (self.kv, self.d, tokens.len());
         let one = kv * len * d;
         let count = layers.len();
-        if len < self.min_tokens || one * 4 * count > self.budget {
+        if len < self.min_tokens || one * count > self.budget {
             return;
         }
         // The same sequence again (a retried request): the newest copy replaces it.
         self.entries.retain(|e| e.tokens != tokens);
         self.bytes = self.entries.iter().map(Entry::bytes).sum();
-        while self.bytes + one * 4 * count > self.budget {
+        while self.bytes + one * count > self.budget {
             let Some((oldest, _)) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.used)
             else {
                 break;
@@ -130,10 +130,10 @@ impl PrefixCache {
             self.bytes -= self.entries.swap_remove(oldest).bytes();
         }
         let dst = Layout::new(len, len);
-        let layers: Vec<Vec<f32>> = layers
+        let layers: Vec<Vec<u8>> = layers
             .iter()
             .map(|data| {
-                let mut buf = vec![0f32; one];
+                let mut buf = vec![0u8; one];
                 copy_row(data, src, slot, &mut buf, dst, 0, kv, d, len);
                 buf
             })
@@ -163,15 +163,15 @@ impl PrefixCache {
 mod tests {
     use super::*;
 
-    /// Two layers, kv = 2, d = 1; row `slot` of a `[2, kv, 6, 1]` tensor holds value
-    /// `100 * layer + 10 * head + position` at its last `len` positions.
-    fn tensors(len: usize) -> Vec<Vec<f32>> {
+    /// Two layers, kv = 2, one byte per position; row `slot` of a `[2, kv, 6, 1]` byte tensor
+    /// holds `100 * layer + 10 * head + position` at its last `len` positions.
+    fn tensors(len: usize) -> Vec<Vec<u8>> {
         (0..2)
             .map(|l| {
-                let mut t = vec![0f32; 2 * 2 * 6];
+                let mut t = vec![0u8; 2 * 2 * 6];
                 for h in 0..2 {
                     for p in 0..len {
-                        t[((2 + h) * 6) + 6 - len + p] = (100 * l + 10 * h + p) as f32;
+                        t[((2 + h) * 6) + 6 - len + p] = (100 * l + 10 * h + p) as u8;
                     }
                 }
                 t
@@ -179,7 +179,7 @@ mod tests {
             .collect()
     }
 
-    fn refs(t: &[Vec<f32>]) -> Vec<&[f32]> {
+    fn refs(t: &[Vec<u8>]) -> Vec<&[u8]> {
         t.iter().map(Vec::as_slice).collect()
     }
 
@@ -199,14 +199,18 @@ mod tests {
         let hit = c.lookup(&[1, 2, 3, 8]).expect("hit");
         let past = c.past(hit);
         // Layer 1, heads 0 and 1, positions 0..3.
-        assert_eq!(past[1], vec![100.0, 101.0, 102.0, 110.0, 111.0, 112.0]);
+        assert_eq!(past[1], vec![100, 101, 102, 110, 111, 112]);
     }
 
     #[test]
     fn budget_evicts_least_recently_used() {
-        // Each 4-token entry: 2 layers × 2 heads × 4 × 1 × 4 bytes = 64 bytes.
-        let mut c = PrefixCache::new(130, 1, 2, 1);
+        // Each 4-token entry: 2 layers × 2 heads × 4 positions × 4 bytes = 64 bytes.
+        let mut c = PrefixCache::new(130, 1, 2, 4);
         let t = tensors(4);
+        let t: Vec<Vec<u8>> = t
+            .iter()
+            .map(|l| l.iter().flat_map(|&b| [b, 0, 0, 0]).collect())
+            .collect();
         let add = |c: &mut PrefixCache, first: u32| {
             c.insert(vec![first, 2, 3, 4], &refs(&t), Layout::new(6, 6), 1)
         };
@@ -222,9 +226,9 @@ mod tests {
             "least recently used went"
         );
         // Larger than the whole budget: not kept.
-        let mut small = PrefixCache::new(60, 1, 2, 1);
+        let mut small = PrefixCache::new(60, 1, 2, 4);
         small.insert(vec![1, 2, 3, 4], &refs(&t), Layout::new(6, 6), 1);
         assert_eq!((small.len(), small.bytes()), (0, 0));
-        assert!(PrefixCache::new(0, 1, 2, 1).lookup(&[1, 2]).is_none());
+        assert!(PrefixCache::new(0, 1, 2, 4).lookup(&[1, 2]).is_none());
     }
 }

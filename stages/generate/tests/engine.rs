@@ -4,7 +4,7 @@
 use flywheel_generate::{
     Completion, Driver, Engine, EngineConfig, FinishReason, Request, SamplingParams,
 };
-use flywheel_model::{tiny, Llama};
+use flywheel_llama::{tiny, Llama};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
@@ -17,9 +17,9 @@ impl Driver for Queue {
     fn next_request(&mut self) -> Option<Request> {
         self.waiting.pop_front()
     }
-    fn complete(&mut self, c: Completion) -> Result<(), String> {
+    fn complete(&mut self, c: Completion) -> std::ops::ControlFlow<()> {
         self.done.push(c);
-        Ok(())
+        std::ops::ControlFlow::Continue(())
     }
 }
 
@@ -114,7 +114,7 @@ fn greedy_equals_tch((_dir, model, onnx): (tempfile::TempDir, PathBuf, PathBuf))
         .iter()
         .map(|p| {
             let ids: Vec<i64> = p.iter().map(|&t| i64::from(t)).collect();
-            flywheel_model::generate::greedy(&llama, &ids, 12, &llama.config.eos_ids())
+            flywheel_llama::generate::greedy(&llama, &ids, 12, &llama.config.eos_ids())
                 .tokens
                 .iter()
                 .map(|&t| t as u32)
@@ -315,10 +315,10 @@ impl Driver for Stepped {
     fn next_request(&mut self) -> Option<Request> {
         self.waiting.pop_front()
     }
-    fn complete(&mut self, c: Completion) -> Result<(), String> {
+    fn complete(&mut self, c: Completion) -> std::ops::ControlFlow<()> {
         self.done.push(c);
         self.unstepped += 1;
-        Ok(())
+        std::ops::ControlFlow::Continue(())
     }
     fn on_step(&mut self, _stats: &flywheel_generate::StepStats) {
         self.unstepped = 0;
@@ -384,7 +384,7 @@ impl Driver for Chain {
     fn next_request(&mut self) -> Option<Request> {
         self.waiting.pop_front()
     }
-    fn complete(&mut self, c: Completion) -> Result<(), String> {
+    fn complete(&mut self, c: Completion) -> std::ops::ControlFlow<()> {
         if c.key < 100 {
             let prompt: Vec<u32> = c
                 .prompt
@@ -404,7 +404,7 @@ impl Driver for Chain {
             }
         }
         self.done.push(c);
-        Ok(())
+        std::ops::ControlFlow::Continue(())
     }
 }
 
@@ -471,7 +471,7 @@ fn prefix_reuse_equals_full_prefill_and_tch() {
             if a.key >= 100 {
                 let ids: Vec<i64> = a.prompt.iter().map(|&t| i64::from(t)).collect();
                 let want: Vec<u32> =
-                    flywheel_model::generate::greedy(&llama, &ids, 12, &llama.config.eos_ids())
+                    flywheel_llama::generate::greedy(&llama, &ids, 12, &llama.config.eos_ids())
                         .tokens
                         .iter()
                         .map(|&t| t as u32)
@@ -479,5 +479,83 @@ fn prefix_reuse_equals_full_prefill_and_tch() {
                 assert_eq!(a.tokens, want, "request {} against tch", a.key);
             }
         }
+    }
+}
+
+/// A `--dtype f16` export generates: the cache takes the graph's f16 past type (refills, prefix
+/// reuse and all), and greedy decoding mostly agrees with the f32 export of the same weights
+/// (f16 rounding may flip a near-tie).
+#[test]
+fn f16_export_generates_with_an_f16_cache() {
+    let (_dir, model, onnx32) = setup(21);
+    let onnx16 = model.with_file_name("onnx16");
+    let options = flywheel_export::ExportOptions {
+        dtype: flywheel_export::ExportDtype::F16,
+        ..flywheel_export::ExportOptions::f32()
+    };
+    flywheel_export::export(&model, &onnx16, &options, false).expect("f16 export");
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: 12,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let want = run(&onnx32, 1, requests(&params));
+    let (mut same, mut total) = (0usize, 0usize);
+    for batch in [1, 3] {
+        let got = run(&onnx16, batch, requests(&params));
+        for (c, w) in got.iter().zip(&want) {
+            assert_eq!(c.tokens.len(), 12, "request {}", c.key);
+            assert!(c.logprobs.iter().all(|l| l.is_finite() && *l <= 0.0));
+            same += c
+                .tokens
+                .iter()
+                .zip(&w.tokens)
+                .filter(|(a, b)| a == b)
+                .count();
+            total += c.tokens.len();
+        }
+    }
+    assert!(
+        same * 10 >= total * 8,
+        "f16 greedy agrees on {same}/{total} tokens with f32"
+    );
+}
+
+/// A row stops when prompt and generated tokens fill the context (as vLLM's `max_model_len` and
+/// transformers' `max_length`), not one token before; a prompt that already fills it gets none.
+#[test]
+fn rows_stop_exactly_at_the_context_limit() {
+    for options in [
+        flywheel_export::ExportOptions::f32(),
+        flywheel_export::ExportOptions::fused(),
+    ] {
+        let (_dir, _model, onnx) = setup_with(5, options);
+        let cfg_path = onnx.join("genai_config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        cfg["model"]["context_length"] = serde_json::json!(20);
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let params = SamplingParams {
+            temperature: 0.0,
+            max_new_tokens: 100,
+            ignore_eos: true,
+            ..Default::default()
+        };
+        let reqs = [15usize, 19, 20]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Request {
+                key: i as u64,
+                prompt: (0..n as u32).map(|t| 3 + t % 200).collect(),
+                params: params.clone(),
+                seed: 1,
+                keep_kv: false,
+            })
+            .collect();
+        let got = run(&onnx, 2, reqs);
+        let lens: Vec<usize> = got.iter().map(|c| c.tokens.len()).collect();
+        assert_eq!(lens, vec![5, 1, 0], "prompt + generated = context (20)");
+        assert!(got.iter().all(|c| c.finish == FinishReason::Length));
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AtomicDirError {
-    #[error("{path} already exists (pass --force to replace it)")]
+    #[error("{path} already exists")]
     Exists { path: PathBuf },
     #[error("{path}: another process is writing it now (lock {lock} is held)")]
     Busy { path: PathBuf, lock: PathBuf },

@@ -1,5 +1,7 @@
-//! The model room of flywheel: model directory format, GGUF / Hugging Face import, tokenizer and
-//! chat template, and the libtorch (tch) implementation of the Llama family.
+//! The model room of flywheel, without libtorch: the model directory format (config, tokenizer,
+//! chat template, paths of the project environment), the GGUF reader and atomic file and
+//! directory writes. The engine, the store, the label stage and the tasks build on this alone;
+//! the tch Llama lives in `flywheel-llama`.
 //!
 //! Everything here takes plain inputs and returns plain outputs; it knows nothing of the CLI, the
 //! store or the tasks.
@@ -7,19 +9,8 @@
 pub mod atomic;
 pub mod chat;
 pub mod config;
-pub mod generate;
 pub mod gguf;
-pub mod import;
-pub mod llama;
 pub mod paths;
-pub mod tiny;
 pub mod tokenizer;
-pub mod weights;
 
 pub use config::ModelConfig;
-pub use llama::{KvCache, Llama};
-
-/// Picks CUDA when libtorch sees a GPU, the CPU otherwise.
-pub fn default_device() -> tch::Device {
-    tch::Device::cuda_if_available()
-}

@@ -16,13 +16,16 @@
 
 use crate::cache::Layout;
 use crate::dims::ModelDims;
+use crate::kv::KvType;
 use crate::prefix::PrefixCache;
-use crate::sampler::{sample, Rng, SamplingParams};
-use flywheel_export::decoder::{LOGITS_TO_KEEP, SHARE_BUFFER_KEY};
-use flywheel_export::runtime::{self, Provider, RuntimeError};
+use crate::sampler::{sample, SamplingParams};
+use flywheel_core::{FinishReason, Xoshiro256};
+use flywheel_runtime::names::{self, LOGITS_TO_KEEP, SHARE_BUFFER_KEY};
+use flywheel_runtime::{self as runtime, Provider, RuntimeError};
 use ort::session::{OutputSelector, RunOptions, Session, SessionInputValue};
-use ort::value::{DynValue, Tensor as OrtTensor, TensorRef};
+use ort::value::{DynTensorValueType, DynValue, Tensor as OrtTensor, TensorRefMut, ValueType};
 use rayon::prelude::*;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokenizers::Tokenizer;
@@ -39,21 +42,21 @@ pub enum EngineError {
     Run(String),
     #[error("request {key}: empty prompt")]
     EmptyPrompt { key: u64 },
-    #[error("driver: {0}")]
-    Driver(String),
+    /// The model produced a logit no distribution can be made of; the run stops and the
+    /// request gets no completion (so nothing is stored for it).
+    #[error("request {key}: the model's logits at position {position} are not finite: {source}")]
+    NonFiniteLogit {
+        key: u64,
+        position: usize,
+        source: crate::sampler::NonFiniteLogit,
+    },
+    /// The driver asked the engine to stop (its own error says why).
+    #[error("the driver stopped the run")]
+    Stopped,
 }
 
 fn run_err(e: ort::Error) -> EngineError {
     EngineError::Run(e.to_string())
-}
-
-/// Why a generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FinishReason {
-    Eos,
-    Stop,
-    Length,
 }
 
 /// One generation to run. `key` is the caller's identifier, returned with the completion.
@@ -94,7 +97,15 @@ pub struct StepStats {
 /// (a reflection after a failed attempt), which `next_request` then returns.
 pub trait Driver {
     fn next_request(&mut self) -> Option<Request>;
-    fn complete(&mut self, completion: Completion) -> Result<(), String>;
+    /// Takes a finished generation; `Break` stops the run (the driver keeps its own error and
+    /// reports it when asked, so the engine need not know its type).
+    fn complete(&mut self, completion: Completion) -> ControlFlow<()>;
+    /// Called when nothing is decoding and `next_request` had nothing: block until new requests
+    /// may be available (a verdict still being computed may lead to a reflection) and return
+    /// `true`, or return `false` when no more will come and the run is over.
+    fn wait(&mut self) -> bool {
+        false
+    }
     fn on_step(&mut self, _stats: &StepStats) {}
 }
 
@@ -153,7 +164,7 @@ pub struct RunStats {
 
 struct Row {
     req: Request,
-    rng: Rng,
+    rng: Xoshiro256,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
     /// Valid cached positions (prompt + fed tokens).
@@ -175,6 +186,8 @@ pub struct Engine {
     has_logits_to_keep: bool,
     /// Decode steps bind past and present to one buffer with spare columns (fused graphs).
     share_kv: bool,
+    /// Element type of the cache, from the graph's past inputs.
+    kv_type: KvType,
     past_names: Vec<String>,
     present_names: Vec<String>,
     prefixes: PrefixCache,
@@ -197,35 +210,42 @@ impl Engine {
         })?;
         let (session, provider) =
             runtime::session(&dir.join("model.onnx"), config.threads, config.provider)?;
-        let names: Vec<String> = session
+        let graph_inputs: Vec<String> = session
             .inputs()
             .iter()
             .map(|o| o.name().to_owned())
             .collect();
-        let past_names: Vec<String> = (0..dims.layers)
-            .flat_map(|i| {
-                [
-                    format!("past_key_values.{i}.key"),
-                    format!("past_key_values.{i}.value"),
-                ]
-            })
-            .collect();
-        let present_names: Vec<String> = (0..dims.layers)
-            .flat_map(|i| [format!("present.{i}.key"), format!("present.{i}.value")])
-            .collect();
+        let past_names = names::past_names(dims.layers);
+        let present_names = names::present_names(dims.layers);
         for n in past_names
             .iter()
-            .chain(["input_ids".to_string(), "attention_mask".to_string()].iter())
+            .map(String::as_str)
+            .chain([names::INPUT_IDS, names::ATTENTION_MASK])
         {
-            if !names.contains(n) {
+            if !graph_inputs.iter().any(|g| g == n) {
                 return Err(EngineError::Model {
                     path: dir.join("model.onnx"),
                     what: format!("graph has no input `{n}`"),
                 });
             }
         }
-        let has_position_ids = names.iter().any(|n| n == "position_ids");
-        let has_logits_to_keep = names
+        let has_position_ids = graph_inputs.iter().any(|n| n == names::POSITION_IDS);
+        let first_past = names::past_key(0);
+        let past_type = session
+            .inputs()
+            .iter()
+            .find(|o| o.name() == first_past)
+            .and_then(|o| o.dtype().tensor_type());
+        let kv_type =
+            past_type
+                .and_then(KvType::from_element)
+                .ok_or_else(|| EngineError::Model {
+                    path: dir.join("model.onnx"),
+                    what: format!(
+                "`{first_past}` has element type {past_type:?}; the engine's cache holds f32 or f16"
+            ),
+                })?;
+        let has_logits_to_keep = graph_inputs
             .iter()
             .cloned()
             .chain(
@@ -235,17 +255,20 @@ impl Engine {
                     .map(|o| o.name().to_owned()),
             )
             .any(|n| n == LOGITS_TO_KEEP);
-        let share_kv = session
-            .metadata()
-            .ok()
-            .and_then(|m| m.custom(SHARE_BUFFER_KEY))
-            .is_some_and(|v| v == "true");
+        // One buffer for past and present only where ONNX Runtime computes in the host buffers we
+        // hand it: on CUDA it would copy them to the device and back, two buffers again.
+        let share_kv = provider == Provider::Cpu
+            && session
+                .metadata()
+                .ok()
+                .and_then(|m| m.custom(SHARE_BUFFER_KEY))
+                .is_some_and(|v| v == "true");
         let batch_size = config.batch_size.max(1);
         let prefixes = PrefixCache::new(
             config.prefix_cache_bytes,
             MIN_REUSE_TOKENS,
             dims.kv_heads,
-            dims.head_dim,
+            dims.head_dim * kv_type.size(),
         );
         Ok(Self {
             session,
@@ -259,6 +282,7 @@ impl Engine {
             has_position_ids,
             has_logits_to_keep,
             share_kv,
+            kv_type,
             past_names,
             present_names,
             prefixes,
@@ -311,40 +335,35 @@ impl Engine {
         share: bool,
     ) -> Result<(Vec<f32>, Vec<DynValue>), EngineError> {
         let s = ids.len() / b;
-        let total = mask.len() / b;
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(3 + past.len());
-        inputs.push((
-            "input_ids".into(),
-            OrtTensor::from_array((vec![b as i64, s as i64], ids))
-                .map_err(run_err)?
-                .into(),
-        ));
-        inputs.push((
-            "attention_mask".into(),
-            OrtTensor::from_array((vec![b as i64, total as i64], mask))
-                .map_err(run_err)?
-                .into(),
-        ));
-        if self.has_position_ids {
-            inputs.push((
-                "position_ids".into(),
-                OrtTensor::from_array((vec![b as i64, s as i64], positions))
-                    .map_err(run_err)?
-                    .into(),
-            ));
-        }
+        let positions = self.has_position_ids.then_some(positions);
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> =
+            runtime::token_inputs(b, ids, positions, mask).map_err(run_err)?;
         let mut selector = OutputSelector::default();
         if share {
             for (name, v) in self.past_names.iter().zip(past.iter_mut()) {
-                let (shape, data) = v.try_extract_tensor_mut::<f32>().map_err(run_err)?;
-                let dims: Vec<i64> = shape.iter().copied().collect();
-                // SAFETY: `v` is moved into `selector` below as the preallocated present output
-                // and outlives this run; its buffer is owned by the value and never moves. ONNX
-                // Runtime reading the past and writing the present through one buffer is
-                // GroupQueryAttention's shared-buffer mode, which the graph is marked for.
-                let data: &[f32] = unsafe { std::slice::from_raw_parts(data.as_ptr(), data.len()) };
-                let view = TensorRef::from_array_view((dims, data)).map_err(run_err)?;
-                inputs.push((name.clone(), view.into()));
+                let t = v.view().downcast::<DynTensorValueType>().map_err(run_err)?;
+                let ValueType::Tensor { shape, .. } = t.dtype().clone() else {
+                    return Err(EngineError::Run(format!("past `{name}` is not a tensor")));
+                };
+                // No Rust reference to the buffer exists while ONNX Runtime reads the past and
+                // writes the present through it: only its raw pointer is handed over.
+                let ptr = t.data_ptr().cast_mut();
+                let info = t.memory_info().to_owned();
+                // SAFETY: `ptr` addresses the buffer owned by `v`, which is moved into `selector`
+                // below as the preallocated present and so lives until this run returns; the
+                // view describes exactly that buffer's shape and type. Reading the past and
+                // writing the present through one buffer is GroupQueryAttention's shared-buffer
+                // mode, which the graph is marked for and which is used on the CPU only, where
+                // the buffer is the one ONNX Runtime computes in.
+                let view: SessionInputValue<'_> = match self.kv_type {
+                    KvType::F32 => unsafe { TensorRefMut::<f32>::from_raw(info, ptr, shape) }
+                        .map_err(run_err)?
+                        .into(),
+                    KvType::F16 => unsafe { TensorRefMut::<half::f16>::from_raw(info, ptr, shape) }
+                        .map_err(run_err)?
+                        .into(),
+                };
+                inputs.push((name.clone(), view));
             }
             for (name, v) in self.present_names.iter().zip(past.drain(..)) {
                 selector = selector.preallocate(name.clone(), v);
@@ -374,7 +393,7 @@ impl Engine {
         let vocab = self.dims.vocab;
         let logits = {
             let v = out
-                .get("logits")
+                .get(names::LOGITS)
                 .ok_or_else(|| EngineError::Run("no `logits` output".into()))?;
             let (_, data) = v.try_extract_tensor::<f32>().map_err(run_err)?;
             if data.len() != b * s_out * vocab {
@@ -409,17 +428,19 @@ impl Engine {
             self.dims.head_dim as i64,
         ];
         (0..self.past_names.len())
-            .map(|_| {
-                OrtTensor::<f32>::from_array((shape.clone(), Vec::<f32>::new()))
-                    .map(|t| t.into_dyn())
-                    .map_err(run_err)
-            })
+            .map(|_| self.kv_type.tensor(shape.clone(), &[]).map_err(run_err))
             .collect()
     }
 
     /// Samples the next token of `row` from `logits` and decides whether it is finished.
-    fn advance(&self, row: &mut Row, logits: &[f32]) {
-        let (tok, lp) = sample(logits, &row.req.params, &mut row.rng);
+    fn advance(&self, row: &mut Row, logits: &[f32]) -> Result<(), EngineError> {
+        let (tok, lp) = sample(logits, &row.req.params, &mut row.rng).map_err(|source| {
+            EngineError::NonFiniteLogit {
+                key: row.req.key,
+                position: row.len,
+                source,
+            }
+        })?;
         row.tokens.push(tok);
         row.logprobs.push(lp);
         if !row.req.params.ignore_eos && self.dims.eos.contains(&tok) {
@@ -431,6 +452,7 @@ impl Engine {
         {
             row.done = Some(FinishReason::Length);
         }
+        Ok(())
     }
 
     fn hits_stop(&self, row: &Row) -> bool {
@@ -494,6 +516,9 @@ impl Engine {
                     new.push(req);
                 }
                 if new.is_empty() && alive == 0 {
+                    if driver.wait() {
+                        continue;
+                    }
                     break;
                 }
                 if !new.is_empty() || dead > 0 {
@@ -550,7 +575,11 @@ impl Engine {
             let (logits, presents) = self.forward(b, ids, pos, mask, past, self.share_kv)?;
             if self.share_kv {
                 // The presents must be the past buffers themselves, written in place.
-                let (shape, _) = presents[0].try_extract_tensor::<f32>().map_err(run_err)?;
+                let shape = presents[0]
+                    .dtype()
+                    .tensor_shape()
+                    .cloned()
+                    .unwrap_or_default();
                 if shape.get(2).copied() != Some(cap as i64) {
                     return Err(EngineError::Run(format!(
                         "shared-buffer decode returned a present of shape {shape:?}, expected {cap} columns"
@@ -564,12 +593,13 @@ impl Engine {
             // Rows sample in parallel (each has its own generator, so results do not depend on
             // the thread count); ONNX Runtime is idle meanwhile.
             let this = &*self;
-            rows.par_iter_mut().enumerate().for_each(|(i, row)| {
+            rows.par_iter_mut().enumerate().try_for_each(|(i, row)| {
                 row.len += 1;
-                if row.done.is_none() {
-                    this.advance(row, &logits[i * vocab..(i + 1) * vocab]);
+                match row.done {
+                    None => this.advance(row, &logits[i * vocab..(i + 1) * vocab]),
+                    Some(_) => Ok(()),
                 }
-            });
+            })?;
             let produced = b - dead_now;
             stats.steps += 1;
             stats.dead_row_steps += dead_now as u64;
@@ -600,9 +630,10 @@ impl Engine {
     ) -> Result<(), EngineError> {
         stats.completions += 1;
         stats.new_tokens += row.tokens.len() as u64;
-        driver
-            .complete(self.finish(row))
-            .map_err(EngineError::Driver)
+        match driver.complete(self.finish(row)) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => Err(EngineError::Stopped),
+        }
     }
 }
 
@@ -610,7 +641,7 @@ impl Row {
     /// A row admitted now: prompt cached (once prefilled), nothing generated yet.
     fn new(req: Request, slot: usize) -> Row {
         Row {
-            rng: Rng::new(req.seed),
+            rng: Xoshiro256::new(req.seed),
             len: req.prompt.len(),
             req,
             tokens: Vec::new(),
@@ -632,7 +663,7 @@ impl Row {
                 seed: self.req.seed,
                 keep_kv: false,
             },
-            rng: Rng::new(0),
+            rng: Xoshiro256::new(0),
             tokens: Vec::new(),
             logprobs: Vec::new(),
             len: self.len,

@@ -4,7 +4,7 @@
 use super::{run_err, Engine, EngineError, Request, Row, RunStats};
 use crate::cache::{copy_row, prefill_groups, Layout};
 use crate::prefix::Hit;
-use ort::value::{DynValue, Tensor as OrtTensor};
+use ort::value::DynValue;
 
 impl Engine {
     /// Prefills `reqs` in one left-padded batch and samples each one's first token. Returns the
@@ -40,10 +40,10 @@ impl Engine {
             .enumerate()
             .map(|(slot, req)| {
                 let mut row = Row::new(req, slot);
-                self.advance(&mut row, &logits[slot * vocab..(slot + 1) * vocab]);
-                row
+                self.advance(&mut row, &logits[slot * vocab..(slot + 1) * vocab])?;
+                Ok(row)
             })
-            .collect();
+            .collect::<Result<_, EngineError>>()?;
         Ok((rows, presents, lmax))
     }
 
@@ -88,11 +88,7 @@ impl Engine {
             .prefixes
             .past(hit)
             .into_iter()
-            .map(|buf| {
-                OrtTensor::from_array((shape.clone(), buf))
-                    .map(|t| t.into_dyn())
-                    .map_err(run_err)
-            })
+            .map(|buf| self.kv_type.tensor(shape.clone(), &buf).map_err(run_err))
             .collect::<Result<Vec<_>, _>>()?;
         stats.prefill_tokens += (n - m) as u64;
         stats.prefix_hits += same.len() as u64;
@@ -102,10 +98,10 @@ impl Engine {
             .into_iter()
             .map(|req| {
                 let mut row = Row::new(req, 0);
-                self.advance(&mut row, &logits);
-                row
+                self.advance(&mut row, &logits)?;
+                Ok(row)
             })
-            .collect();
+            .collect::<Result<_, EngineError>>()?;
         Ok((rows, presents, n))
     }
 
@@ -131,8 +127,8 @@ impl Engine {
             .collect();
         let layers = cache
             .iter()
-            .map(|v| v.try_extract_tensor::<f32>().map(|(_, data)| data))
-            .collect::<Result<Vec<&[f32]>, _>>()
+            .map(|v| self.kv_type.bytes(v))
+            .collect::<Result<Vec<&[u8]>, _>>()
             .map_err(run_err)?;
         self.prefixes.insert(tokens, &layers, layout, row.slot);
         Ok(())
@@ -151,6 +147,8 @@ impl Engine {
         stats: &mut RunStats,
     ) -> Result<Batch, EngineError> {
         let (kv, d) = (self.dims.kv_heads, self.dims.head_dim);
+        // Rows are copied as bytes: `db` is one position of one head.
+        let db = d * self.kv_type.size();
         let keep: Vec<Row> = rows.into_iter().filter(|r| r.done.is_none()).collect();
         // New prompts are prefilled in groups of bounded padded size, so a refill of long
         // prompts never needs one huge attention or activation buffer. Each entering row keeps
@@ -201,35 +199,25 @@ impl Engine {
         let missing = || EngineError::Run("cache has fewer tensors than the graph".into());
         if b2 > 0 {
             for _ in 0..self.past_names.len() {
-                let mut buf = vec![0f32; b2 * kv * cap2 * d];
+                let mut typed = self.kv_type.zeroed(b2 * kv * cap2 * d);
+                let buf = typed.bytes_mut();
                 if !keep.is_empty() {
                     let layer = old.next().ok_or_else(missing)?;
-                    let (_, data) = layer.try_extract_tensor::<f32>().map_err(run_err)?;
+                    let data = self.kv_type.bytes(&layer).map_err(run_err)?;
                     for (to, row) in keep.iter().enumerate() {
-                        copy_row(data, src, row.slot, &mut buf, dst, to, kv, d, row.len);
+                        copy_row(data, src, row.slot, buf, dst, to, kv, db, row.len);
                     }
                 }
                 let layers: Vec<Option<DynValue>> =
                     groups.iter_mut().map(|(_, it)| it.next()).collect();
                 for (j, (g, row)) in entering.iter().enumerate() {
                     let layer = layers[*g].as_ref().ok_or_else(missing)?;
-                    let (_, data) = layer.try_extract_tensor::<f32>().map_err(run_err)?;
+                    let data = self.kv_type.bytes(layer).map_err(run_err)?;
                     let to = keep.len() + j;
-                    copy_row(
-                        data,
-                        groups[*g].0,
-                        row.slot,
-                        &mut buf,
-                        dst,
-                        to,
-                        kv,
-                        d,
-                        row.len,
-                    );
+                    copy_row(data, groups[*g].0, row.slot, buf, dst, to, kv, db, row.len);
                 }
                 let shape = vec![b2 as i64, kv as i64, cap2 as i64, d as i64];
-                let t = OrtTensor::from_array((shape, buf)).map_err(run_err)?;
-                cache.push(t.into_dyn());
+                cache.push(typed.into_tensor(shape).map_err(run_err)?);
             }
         }
         stats.refills += 1;

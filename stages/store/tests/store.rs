@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, BooleanArray, ListArray, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::DataType;
-use flywheel::store::{
+use flywheel_store::{
     export_rollouts, rollouts_schema, AttemptRecord, Counts, FinishReason, Generation,
     ParquetExportError, ReflectionRecord, RetryRecord, RunMeta, Store, StoreError, TaskRecord,
     WriteBatch, COLUMNS, ROLLOUTS_FILE, ROW_GROUP_ROWS, STORE_FILE,
@@ -21,9 +21,9 @@ use parquet::basic::Compression;
 fn meta() -> RunMeta {
     RunMeta {
         model_hash: "ab12".into(),
-        model_dir: "models/tiny".into(),
+        model_files_hash: "cd34".into(),
         task: "countdown".into(),
-        input: "data/countdown.jsonl".into(),
+        task_hash: "ef56".into(),
         attempts: 2,
         reflections: 2,
         temperature: 0.7,
@@ -578,35 +578,83 @@ fn parquet_export_has_one_row_per_generation() {
     assert!(column::<UInt32Array>(last, "reflection").is_null(last.num_rows() - 1));
 }
 
+/// Children are written only with their parent stored (in the store or the same batch): an
+/// attempt without its task, a reflection without its failed attempt (or on one that passed), a
+/// retry without its reflection each fail the whole batch.
+#[test]
+fn orphan_records_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &meta()).unwrap();
+    store.write(&task_batch(0, 3)).unwrap();
+    let before = read_all(&store);
+    let refused = |batch: WriteBatch, table: &str, detail: &str| {
+        let err = store.write(&batch).unwrap_err();
+        match &err {
+            StoreError::Invalid {
+                table: t,
+                detail: d,
+                ..
+            } => {
+                assert_eq!((*t, d.as_str()), (table, detail), "{err}")
+            }
+            e => panic!("{e}"),
+        }
+        assert_eq!(read_all(&store), before, "nothing of the batch is written");
+    };
+    let mut no_task = task_batch(1, 3);
+    no_task.tasks.clear();
+    refused(no_task, "attempts", "its task is not stored");
+    let mut no_attempt = task_batch(1, 3);
+    no_attempt.attempts.clear();
+    no_attempt.retries.clear();
+    refused(no_attempt, "reflections", "its attempt is not stored");
+    let mut on_a_pass = task_batch(1, 3);
+    for r in &mut on_a_pass.reflections {
+        r.attempt = 1;
+    }
+    on_a_pass.retries.clear();
+    refused(on_a_pass, "reflections", "its attempt passed");
+    let mut no_reflection = task_batch(1, 3);
+    no_reflection.reflections.clear();
+    refused(no_reflection, "retries", "its reflection is not stored");
+    // Parents written in an earlier batch count.
+    let whole = task_batch(1, 3);
+    let mut parents = whole.clone();
+    parents.reflections.clear();
+    parents.retries.clear();
+    store.write(&parents).unwrap();
+    store.write(&whole).unwrap();
+}
+
 #[test]
 fn a_failed_export_leaves_the_previous_file_alone() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &meta()).unwrap();
     store.write(&task_batch(0, 3)).unwrap();
-    // Task 1's generations without its task record: the export fails partway.
-    let mut orphan = task_batch(1, 3);
-    orphan.tasks.clear();
-    store.write(&orphan).unwrap();
-
+    store.write(&task_batch(1, 3)).unwrap();
+    // The target is a non-empty directory: the export is written in full, and its rename fails.
     let out = dir.path().join(ROLLOUTS_FILE);
-    std::fs::write(&out, b"previous export").unwrap();
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("previous"), b"previous export").unwrap();
     let err = export_rollouts(&store, &out).unwrap_err();
-    assert!(
-        matches!(err, ParquetExportError::MissingTask { task_index: 1, .. }),
-        "{err}"
+    assert!(matches!(err, ParquetExportError::Rename { .. }), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("previous")).unwrap(),
+        b"previous export"
     );
-    assert_eq!(std::fs::read(&out).unwrap(), b"previous export");
     let files: BTreeSet<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(
         files,
-        BTreeSet::from([STORE_FILE.into(), ROLLOUTS_FILE.into()])
+        BTreeSet::from([STORE_FILE.into(), ROLLOUTS_FILE.into()]),
+        "no temporary file left"
     );
 
-    // Once the task record is there the export succeeds and replaces the old file.
-    store.write(&task_batch(1, 3)).unwrap();
+    // With the way clear the export succeeds.
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::write(&out, b"previous export").unwrap();
     assert_eq!(export_rollouts(&store, &out).unwrap(), 12);
     let (batches, _, _) = read_parquet(&out);
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 12);

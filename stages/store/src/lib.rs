@@ -6,10 +6,16 @@
 //! the same content is a no-op and rewriting it with other content is an error, so rerunning a
 //! command after a crash can neither duplicate nor silently overwrite work. Reads stream in key
 //! order, `(task_index, attempt, reflection)`, without loading a table into memory.
+//!
+//! This crate is where the records of a run are defined, once, for every stage: the record types
+//! ([`records`]), the redb schema, the Parquet tables ([`table`]) and the `rollouts.parquet`
+//! export. It links neither libtorch nor ONNX Runtime.
 
 mod parquet;
-mod records;
+pub mod records;
 mod schema;
+pub mod table;
+pub mod train;
 
 use std::fs::File;
 use std::io::Read;
@@ -20,8 +26,8 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTran
 use sha2::{Digest, Sha256};
 
 pub use self::parquet::{
-    columns_markdown, export_rollouts, rollouts_schema, Column, ColumnType, ParquetExportError,
-    COLUMNS, ROLLOUTS_FILE, ROW_GROUP_ROWS,
+    columns_markdown, export_rollouts, rollouts_schema, ParquetExportError, COLUMNS, ROLLOUTS_FILE,
+    ROW_GROUP_ROWS, RUN_META_KEY,
 };
 pub use self::records::{
     AttemptRecord, FinishReason, Generation, Kind, ReflectionRecord, RetryRecord, RunMeta,
@@ -29,6 +35,8 @@ pub use self::records::{
 };
 pub use self::schema::{DecodeError, SCHEMA_VERSION};
 use self::schema::{StoredRecord, COUNTERS, COUNTER_NAMES, META, META_RUN, META_SCHEMA};
+pub use self::table::{Column, ColumnType, TableError, TableWriter};
+pub use self::train::{LabelMeta, Scale, LABEL_META_KEY, TRAIN_COLUMNS, TRAIN_FILE};
 
 /// File name of the store inside a run directory.
 pub const STORE_FILE: &str = "store.redb";
@@ -87,7 +95,8 @@ pub enum StoreError {
     /// The run was created with other settings.
     #[error(
         "store {path} belongs to a run created with {field} = {stored}, but this command has \
-         {field} = {given}; rerun with the original settings or use a new run directory"
+         {field} = {given}{}",
+        changed_note(field)
     )]
     MetaMismatch {
         /// The store file.
@@ -153,14 +162,25 @@ pub enum StoreError {
         /// The model directory.
         dir: PathBuf,
     },
-    /// A weight file (or the model directory) could not be read.
-    #[error("cannot read model weights {path}: {source}")]
+    /// A model file (or the model directory) could not be read.
+    #[error("cannot read model file {path}: {source}")]
     ReadWeights {
         /// The file or directory.
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
+}
+
+/// What a fingerprint field stands for, so a mismatch says what changed.
+fn changed_note(field: &str) -> String {
+    let what = match field {
+        "model_hash" => "the model's weights",
+        "model_files_hash" => "the model's tokenizer, chat template or generation settings",
+        "task_hash" => "the task's prompt templates, options, config or verifier",
+        _ => return String::new(),
+    };
+    format!(" ({what} changed)")
 }
 
 /// Records to write in one transaction.
@@ -411,6 +431,7 @@ impl Store {
         (added[1], added[2]) = self.insert_all(&txn, &batch.attempts)?;
         (added[3], _) = self.insert_all(&txn, &batch.reflections)?;
         (added[4], added[5]) = self.insert_all(&txn, &batch.retries)?;
+        self.check_parents(&txn, batch)?;
         if added.iter().any(|&n| n > 0) {
             let mut counters = txn
                 .open_table(COUNTERS)
@@ -464,6 +485,68 @@ impl Store {
                         g.token_ids.len()
                     ),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every child record's parent is stored (now, with this batch inserted): an attempt's task,
+    /// a reflection's failed attempt, a retry's reflection. Else the transaction is dropped.
+    fn check_parents(&self, txn: &WriteTransaction, batch: &WriteBatch) -> Result<(), StoreError> {
+        let orphan = |table: &'static str, key: String, detail: &str| StoreError::Invalid {
+            path: self.path.clone(),
+            table,
+            key,
+            detail: detail.to_owned(),
+        };
+        let open = |e| self.err("open table")(e);
+        let tasks = txn.open_table(TaskRecord::TABLE).map_err(open)?;
+        for a in &batch.attempts {
+            if tasks
+                .get(a.task_index)
+                .map_err(self.err("read task"))?
+                .is_none()
+            {
+                let key = AttemptRecord::describe(a.key());
+                return Err(orphan(AttemptRecord::NAME, key, "its task is not stored"));
+            }
+        }
+        let attempts = txn.open_table(AttemptRecord::TABLE).map_err(open)?;
+        for r in &batch.reflections {
+            let parent = attempts
+                .get((r.task_index, r.attempt))
+                .map_err(self.err("read attempt"))?
+                .map(|g| self.decode::<AttemptRecord>((r.task_index, r.attempt), g.value()))
+                .transpose()?;
+            let key = || ReflectionRecord::describe(r.key());
+            match parent {
+                None => {
+                    return Err(orphan(
+                        ReflectionRecord::NAME,
+                        key(),
+                        "its attempt is not stored",
+                    ))
+                }
+                Some(a) if a.pass => {
+                    return Err(orphan(ReflectionRecord::NAME, key(), "its attempt passed"))
+                }
+                Some(_) => {}
+            }
+        }
+        let reflections = txn.open_table(ReflectionRecord::TABLE).map_err(open)?;
+        for r in &batch.retries {
+            let parent = (r.task_index, r.attempt, r.reflection);
+            if reflections
+                .get(parent)
+                .map_err(self.err("read reflection"))?
+                .is_none()
+            {
+                let key = RetryRecord::describe(r.key());
+                return Err(orphan(
+                    RetryRecord::NAME,
+                    key,
+                    "its reflection is not stored",
+                ));
             }
         }
         Ok(())
@@ -652,6 +735,44 @@ fn read_version(
     }
 }
 
+/// Files of a model folder besides the weights that shape generated records, in hashing order.
+pub const MODEL_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "genai_config.json",
+    "generation_config.json",
+];
+
+/// SHA-256 (lowercase hex) over the [`MODEL_FILES`] present in `dir`: for each, its name, its
+/// length (u64 little-endian) and its bytes, so moving content between files changes the hash.
+pub fn model_files_hash(dir: &Path) -> Result<String, StoreError> {
+    let mut hasher = Sha256::new();
+    for name in MODEL_FILES {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::ReadWeights {
+            path: path.clone(),
+            source,
+        })?;
+        hasher.update(name.as_bytes());
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// SHA-256 of a string, lowercase hex (the task identity's hash).
+pub fn text_hash(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// SHA-256 (lowercase hex) of a model's weights: the bytes of its weight files concatenated in
 /// file-name order, read in 1 MiB chunks. The weight files are the `*.safetensors` in `dir`;
 /// if there are none, the `*.onnx` files and their external data (`*.onnx.data`,
@@ -677,11 +798,7 @@ pub fn model_hash(dir: &Path) -> Result<String, StoreError> {
             hasher.update(&buf[..n]);
         }
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {

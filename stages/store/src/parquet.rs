@@ -9,29 +9,22 @@
 //! interleaved (reflection 0, retry 0, reflection 1, retry 1, ...). [`COLUMNS`] is the single
 //! source of the column list; [`columns_markdown`] renders it for the README.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ::parquet::arrow::ArrowWriter;
-use ::parquet::basic::{Compression, ZstdLevel};
-use ::parquet::errors::ParquetError;
-use ::parquet::file::metadata::KeyValue;
-use ::parquet::file::properties::WriterProperties;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, ListBuilder, StringBuilder,
     UInt32Builder, UInt64Builder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::error::ArrowError;
-use arrow::record_batch::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema};
 use redb::ReadableTable;
 
-use super::records::{
+use crate::records::{
     AttemptRecord, Generation, Kind, ReflectionRecord, RetryRecord, RunMeta, TaskRecord,
 };
-use super::schema::StoredRecord;
-use super::{Store, StoreError};
+use crate::schema::StoredRecord;
+use crate::table::{self, col, Column, ColumnType, TableError, TableWriter};
+use crate::{Store, StoreError};
 
 /// File name of the export inside a run directory.
 pub const ROLLOUTS_FILE: &str = "rollouts.parquet";
@@ -39,81 +32,11 @@ pub const ROLLOUTS_FILE: &str = "rollouts.parquet";
 /// Rows per row group (and per in-memory batch).
 pub const ROW_GROUP_ROWS: usize = 1024;
 
-/// Arrow type of a column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColumnType {
-    /// UTF-8 string.
-    Utf8,
-    /// Boolean.
-    Boolean,
-    /// Unsigned 32-bit integer.
-    UInt32,
-    /// Unsigned 64-bit integer.
-    UInt64,
-    /// 64-bit float.
-    Float64,
-    /// List of unsigned 32-bit integers (non-null items).
-    ListUInt32,
-    /// List of 32-bit floats (non-null items).
-    ListFloat32,
-}
-
-impl ColumnType {
-    /// The Arrow data type.
-    pub fn data_type(self) -> DataType {
-        let list = |item| DataType::List(Arc::new(Field::new("item", item, false)));
-        match self {
-            ColumnType::Utf8 => DataType::Utf8,
-            ColumnType::Boolean => DataType::Boolean,
-            ColumnType::UInt32 => DataType::UInt32,
-            ColumnType::UInt64 => DataType::UInt64,
-            ColumnType::Float64 => DataType::Float64,
-            ColumnType::ListUInt32 => list(DataType::UInt32),
-            ColumnType::ListFloat32 => list(DataType::Float32),
-        }
-    }
-
-    /// The type as written in the README (`List<UInt32>`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            ColumnType::Utf8 => "Utf8",
-            ColumnType::Boolean => "Boolean",
-            ColumnType::UInt32 => "UInt32",
-            ColumnType::UInt64 => "UInt64",
-            ColumnType::Float64 => "Float64",
-            ColumnType::ListUInt32 => "List<UInt32>",
-            ColumnType::ListFloat32 => "List<Float32>",
-        }
-    }
-}
-
-/// One column of `rollouts.parquet`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Column {
-    /// Column name.
-    pub name: &'static str,
-    /// Arrow type.
-    pub ty: ColumnType,
-    /// Whether the column has nulls (and when, in `doc`).
-    pub nullable: bool,
-    /// What the column holds.
-    pub doc: &'static str,
-}
-
-const fn col(name: &'static str, ty: ColumnType, nullable: bool, doc: &'static str) -> Column {
-    Column {
-        name,
-        ty,
-        nullable,
-        doc,
-    }
-}
-
 /// The columns of `rollouts.parquet`, in file order.
 pub const COLUMNS: &[Column] = &[
     col("model_hash", ColumnType::Utf8, false, "SHA-256 (hex) of the files (graph and weights) of the model that generated the row"),
     col("task", ColumnType::Utf8, false, "task name of the run"),
-    col("task_index", ColumnType::UInt64, false, "0-based line index of the instance in the whole input (global, not within the shard)"),
+    col("task_index", ColumnType::UInt64, false, "0-based index of the instance among the input's records (blank lines not counted; global, not within the shard)"),
     col("task_id", ColumnType::Utf8, false, "the instance's id"),
     col("level", ColumnType::Utf8, true, "difficulty level; null when the task has none"),
     col("kind", ColumnType::Utf8, false, "`attempt`, `reflection` or `retry`"),
@@ -135,28 +58,12 @@ pub const COLUMNS: &[Column] = &[
 
 /// The Arrow schema of `rollouts.parquet`, built from [`COLUMNS`].
 pub fn rollouts_schema() -> Schema {
-    Schema::new(
-        COLUMNS
-            .iter()
-            .map(|c| Field::new(c.name, c.ty.data_type(), c.nullable))
-            .collect::<Vec<_>>(),
-    )
+    table::schema(COLUMNS)
 }
 
 /// [`COLUMNS`] as a Markdown table (column, type, nullable, meaning), for the README.
 pub fn columns_markdown() -> String {
-    let mut s = String::from("| column | type | null | meaning |\n| --- | --- | --- | --- |\n");
-    for c in COLUMNS {
-        let null = if c.nullable { "yes" } else { "no" };
-        s.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            c.name,
-            c.ty.name(),
-            null,
-            c.doc
-        ));
-    }
-    s
+    table::markdown(COLUMNS)
 }
 
 /// Why an export failed. A failed export leaves no partial file behind.
@@ -173,33 +80,21 @@ pub enum ParquetExportError {
         /// The task.
         task_index: u64,
     },
-    /// The output file could not be created, synced or renamed into place.
-    #[error("export: cannot {op} {path}: {source}")]
-    Io {
+    /// The finished export could not be renamed into place.
+    #[error("export: cannot rename the finished export to {path}: {source}")]
+    Rename {
         /// The file.
         path: PathBuf,
-        /// What was being done.
-        op: &'static str,
         /// The cause.
         source: std::io::Error,
     },
-    /// Encoding a row batch failed.
-    #[error("export to {path}: {source}")]
-    Arrow {
-        /// The file being written.
-        path: PathBuf,
-        /// The cause.
-        source: ArrowError,
-    },
-    /// Writing Parquet failed.
-    #[error("export to {path}: {source}")]
-    Parquet {
-        /// The file being written.
-        path: PathBuf,
-        /// The cause.
-        source: ParquetError,
-    },
+    /// Writing the file failed.
+    #[error("export: {0}")]
+    Table(#[from] TableError),
 }
+
+/// Key of the run's settings (JSON [`RunMeta`]) in the footer of `rollouts.parquet`.
+pub const RUN_META_KEY: &str = "flywheel.run_meta";
 
 /// Writes the run's generations to `out` (normally `RUN_DIR/rollouts.parquet`), streaming and
 /// atomically (temporary file in the same directory, fsync, rename). Returns the rows written.
@@ -208,9 +103,8 @@ pub fn export_rollouts(store: &Store, out: &Path) -> Result<u64, ParquetExportEr
     flywheel_model::atomic::replace_file(
         out,
         |tmp| write_file(store, tmp),
-        |source| ParquetExportError::Io {
+        |source| ParquetExportError::Rename {
             path: out.to_path_buf(),
-            op: "rename the finished export to",
             source,
         },
     )
@@ -218,42 +112,23 @@ pub fn export_rollouts(store: &Store, out: &Path) -> Result<u64, ParquetExportEr
 
 fn write_file(store: &Store, path: &Path) -> Result<u64, ParquetExportError> {
     let meta = store.meta()?;
-    let schema: SchemaRef = Arc::new(rollouts_schema());
-    let io = |op| {
-        move |source| ParquetExportError::Io {
-            path: path.to_path_buf(),
-            op,
-            source,
-        }
-    };
-    let pq = |source| ParquetExportError::Parquet {
-        path: path.to_path_buf(),
+    let json = serde_json::to_string(&meta).map_err(|source| StoreError::MetaJson {
+        path: store.path().to_path_buf(),
         source,
-    };
-    let file = File::create(path).map_err(io("create"))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(pq)?;
-    if let Ok(json) = serde_json::to_string(&meta) {
-        writer.append_key_value_metadata(KeyValue::new("flywheel.run_meta".into(), json));
-    }
+    })?;
+    let mut writer = TableWriter::create(path, COLUMNS, &[(RUN_META_KEY, json)], ROW_GROUP_ROWS)?;
     let mut rows = RowBuilder::new(&meta);
-    let mut total = 0u64;
     walk(store, &mut |row| {
         rows.push(&row);
         if rows.len == ROW_GROUP_ROWS {
-            total += rows.flush(&schema, &mut writer, path)?;
+            rows.flush(&mut writer)?;
         }
         Ok(())
     })?;
     if rows.len > 0 {
-        total += rows.flush(&schema, &mut writer, path)?;
+        rows.flush(&mut writer)?;
     }
-    writer.finish().map_err(pq)?;
-    writer.inner().sync_all().map_err(io("sync"))?;
-    Ok(total)
+    Ok(writer.finish()?)
 }
 
 /// One output row before it is columnized.
@@ -478,50 +353,31 @@ impl RowBuilder {
     }
 
     /// Writes the buffered rows as one record batch and empties the builders.
-    fn flush(
-        &mut self,
-        schema: &SchemaRef,
-        writer: &mut ArrowWriter<File>,
-        path: &Path,
-    ) -> Result<u64, ParquetExportError> {
-        // Same order as COLUMNS; RecordBatch::try_new checks names' types against the schema.
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.model.finish()),
-            Arc::new(self.task.finish()),
-            Arc::new(self.task_index.finish()),
-            Arc::new(self.task_id.finish()),
-            Arc::new(self.level.finish()),
-            Arc::new(self.kind.finish()),
-            Arc::new(self.attempt.finish()),
-            Arc::new(self.reflection.finish()),
-            Arc::new(self.prompt_ids.finish()),
-            Arc::new(self.token_ids.finish()),
-            Arc::new(self.logprobs.finish()),
-            Arc::new(self.text.finish()),
-            Arc::new(self.pass.finish()),
-            Arc::new(self.reason.finish()),
-            Arc::new(self.finish_reason.finish()),
-            Arc::new(self.seed.finish()),
-            Arc::new(self.prompt_tokens.finish()),
-            Arc::new(self.new_tokens.finish()),
-            Arc::new(self.started_unix_ms.finish()),
-            Arc::new(self.seconds.finish()),
+    fn flush(&mut self, writer: &mut TableWriter) -> Result<(), TableError> {
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("model_hash", Arc::new(self.model.finish())),
+            ("task", Arc::new(self.task.finish())),
+            ("task_index", Arc::new(self.task_index.finish())),
+            ("task_id", Arc::new(self.task_id.finish())),
+            ("level", Arc::new(self.level.finish())),
+            ("kind", Arc::new(self.kind.finish())),
+            ("attempt", Arc::new(self.attempt.finish())),
+            ("reflection", Arc::new(self.reflection.finish())),
+            ("prompt_ids", Arc::new(self.prompt_ids.finish())),
+            ("token_ids", Arc::new(self.token_ids.finish())),
+            ("logprobs", Arc::new(self.logprobs.finish())),
+            ("text", Arc::new(self.text.finish())),
+            ("pass", Arc::new(self.pass.finish())),
+            ("reason", Arc::new(self.reason.finish())),
+            ("finish_reason", Arc::new(self.finish_reason.finish())),
+            ("seed", Arc::new(self.seed.finish())),
+            ("prompt_tokens", Arc::new(self.prompt_tokens.finish())),
+            ("new_tokens", Arc::new(self.new_tokens.finish())),
+            ("started_unix_ms", Arc::new(self.started_unix_ms.finish())),
+            ("seconds", Arc::new(self.seconds.finish())),
         ];
-        let rows = self.len as u64;
         self.len = 0;
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|source| {
-            ParquetExportError::Arrow {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
-        writer
-            .write(&batch)
-            .map_err(|source| ParquetExportError::Parquet {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(rows)
+        writer.write(columns)
     }
 }
 

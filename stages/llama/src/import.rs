@@ -2,13 +2,13 @@
 //! (`config.json`, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`,
 //! `generation_config.json`), written atomically.
 
-use crate::atomic::{self, AtomicDirError};
-use crate::chat::{ChatError, ChatTemplate};
-use crate::config::{ConfigError, ModelConfig};
-use crate::gguf::{Gguf, GgufError, TensorInfo};
 use crate::llama::{Llama, LoadError};
-use crate::tokenizer::{self, TokenizerError};
 use crate::weights::{self, RawTensor, WeightsError};
+use flywheel_model::atomic::{self, AtomicDirError};
+use flywheel_model::chat::{ChatError, ChatTemplate};
+use flywheel_model::config::{ConfigError, ModelConfig};
+use flywheel_model::gguf::{Gguf, GgufError, TensorInfo};
+use flywheel_model::tokenizer::{self, TokenizerError};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

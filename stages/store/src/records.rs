@@ -1,56 +1,12 @@
 //! Record types stored by a run: one task, its attempts, their reflections and the retries.
 //!
 //! These types are defined once for the whole project; every stage reads and writes them
-//! through [`crate::store::Store`]. Token ids and log-probs are kept exactly as sampled (never
+//! through [`crate::Store`]. Token ids and log-probs are kept exactly as sampled (never
 //! re-tokenized), so a record can be replayed or trained on without touching a tokenizer.
 
 use serde::{Deserialize, Serialize};
 
-/// Why generation of a sequence stopped.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum FinishReason {
-    /// The model sampled its end-of-sequence token (included in `token_ids`).
-    Eos,
-    /// A stop string matched.
-    Stop,
-    /// `max_new_tokens` was reached.
-    Length,
-}
-
-impl FinishReason {
-    /// The lowercase name used in JSON and Parquet: `eos`, `stop` or `length`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Eos => "eos",
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-        }
-    }
-}
-
-/// Which of the three generation kinds a record is.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A first attempt at the task.
-    Attempt,
-    /// A self-reflection on a failed attempt.
-    Reflection,
-    /// A retry conditioned on one reflection.
-    Retry,
-}
-
-impl Kind {
-    /// The lowercase name used in JSON and Parquet: `attempt`, `reflection` or `retry`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Attempt => "attempt",
-            Kind::Reflection => "reflection",
-            Kind::Retry => "retry",
-        }
-    }
-}
+pub use flywheel_core::{FinishReason, Kind};
 
 /// One generated sequence, exactly as sampled.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -132,17 +88,20 @@ pub struct RetryRecord {
 }
 
 /// Settings a run was created with; a resumed run must match them (else a clear error naming
-/// the differing field).
+/// the differing field). Everything here is content, never a path, so a run resumes from any
+/// working directory and under any spelling of its paths.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct RunMeta {
-    /// SHA-256 of the model's weights (see [`crate::store::model_hash`]).
+    /// SHA-256 of the model's weights (see [`crate::model_hash`]).
     pub model_hash: String,
-    /// The model directory as given.
-    pub model_dir: String,
-    /// Task name.
+    /// SHA-256 of the model folder's other files that shape the records: tokenizer, chat
+    /// template, generation settings (see [`crate::model_files_hash`]).
+    pub model_files_hash: String,
+    /// Task name (the registry name, or a user task's `name`).
     pub task: String,
-    /// Input path as given.
-    pub input: String,
+    /// SHA-256 of the task's identity: prompt templates in use, options, a user task's config
+    /// and verifier (see `Task::identity`).
+    pub task_hash: String,
     /// First attempts per task instance (K).
     pub attempts: u32,
     /// Reflections per failed attempt (G).

@@ -5,8 +5,8 @@
 //! KV cache. Variable names are the Hugging Face checkpoint names, so safetensors, tch and ONNX
 //! initializers share one naming.
 
-use crate::config::ModelConfig;
 use crate::weights::{Weights, WeightsError};
+use flywheel_model::config::ModelConfig;
 use std::path::{Path, PathBuf};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] flywheel_model::config::ConfigError),
     #[error(transparent)]
     Weights(#[from] WeightsError),
     #[error("{dir}: tensor `{tensor}` is missing{}", if *others > 0 { format!(" (and {others} more)") } else { String::new() })]

@@ -1,9 +1,11 @@
-// Link-time set-up shared (via `include!`) by the build scripts of every package that links
-// libtorch: bake an rpath to the libtorch directory into binaries and tests so they run without
-// LD_LIBRARY_PATH, and force-link libtorch_cuda (the linker's --as-needed would otherwise drop
-// it and CUDA would look absent).
+//! Link-time set-up for the build scripts of every package whose binaries or tests link libtorch
+//! (cargo applies `rustc-link-arg` only to the package that prints it, so each such package has a
+//! two-line build script calling [`link_libtorch`]).
 
-fn link_libtorch() {
+/// Bakes an rpath to the libtorch directory into binaries and tests so they run without
+/// `LD_LIBRARY_PATH`, and force-links `libtorch_cuda` (the linker's `--as-needed` would otherwise
+/// drop it and CUDA would look absent).
+pub fn link_libtorch() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let Ok(libtorch) = std::env::var("LIBTORCH") else {
         return;

@@ -14,17 +14,17 @@
 //! - task: id, level, fields JSON; attempt and retry: generation, pass, reason; reflection:
 //!   generation.
 //!
-//! The run's [`crate::store::RunMeta`] is stored as JSON under [`META_RUN`]; running totals for
-//! [`crate::store::Counts`] are kept in [`COUNTERS`], updated in the same transaction as the records.
+//! The run's [`crate::RunMeta`] is stored as JSON under [`META_RUN`]; running totals for
+//! [`crate::Counts`] are kept in [`COUNTERS`], updated in the same transaction as the records.
 
 use redb::TableDefinition;
 
-use super::records::{
+use crate::records::{
     AttemptRecord, FinishReason, Generation, ReflectionRecord, RetryRecord, TaskRecord,
 };
 
 /// Version of the table layout and value encoding; a store of another version is refused.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Run-level entries: [`META_RUN`] (JSON `RunMeta`) and [`META_SCHEMA`] (version, `u64` LE).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -35,7 +35,7 @@ pub const META_SCHEMA: &str = "schema_version";
 
 /// Running totals, keyed by the names in [`COUNTER_NAMES`].
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
-/// Counter names, in the order of [`crate::store::Counts`]'s fields.
+/// Counter names, in the order of [`crate::Counts`]'s fields.
 pub const COUNTER_NAMES: [&str; 6] = [
     "tasks",
     "attempts",

@@ -1,10 +1,11 @@
 //! A tiny Llama for fast tests, created deterministically from a seed: same code path and file
 //! layout as a real model (config, safetensors, byte-level BPE tokenizer, ChatML template).
 
-use crate::config::ModelConfig;
 use crate::import::ImportError;
-use crate::tokenizer::{self, SpecialTokens};
 use crate::weights::{self, RawTensor};
+use flywheel_core::SplitMix64;
+use flywheel_model::config::ModelConfig;
+use flywheel_model::tokenizer::{self, SpecialTokens};
 use std::path::Path;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -30,27 +31,6 @@ pub fn bytes_to_unicode() -> Vec<char> {
             }
         })
         .collect()
-}
-
-/// SplitMix64: tiny, seedable and stable across platforms and crate versions.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    /// Box–Muller standard normal.
-    fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
 }
 
 /// The tiny model's tokenizer: the 256 byte tokens, a few merges, ChatML special tokens.
@@ -108,7 +88,7 @@ pub fn create(out: &Path, seed: u64) -> Result<ModelConfig, ImportError> {
     cfg.bos_token_id = specials.bos.as_ref().map(|b| b.1 as i64);
     cfg.eos_token_id = specials.eos.as_ref().map(|e| serde_json::json!(e.1));
     cfg.pad_token_id = specials.pad.as_ref().map(|p| p.1 as i64);
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut tensors = Vec::new();
     let mut normal = |name: String, shape: Vec<usize>, mean: f64, std: f64| {
         let n: usize = shape.iter().product();
@@ -155,7 +135,7 @@ pub fn create(out: &Path, seed: u64) -> Result<ModelConfig, ImportError> {
         }
     }
     tensors.push(RawTensor::f32("model.norm.weight", vec![h], &vec![1.0; h]));
-    crate::atomic::write_dir(out, true, |dir| -> Result<(), ImportError> {
+    flywheel_model::atomic::write_dir(out, true, |dir| -> Result<(), ImportError> {
         let json =
             |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
         let write = |name: &str, text: String| {

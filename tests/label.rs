@@ -1,0 +1,206 @@
+//! `flywheel label` on a real generate run: the tiny model on the user task it passes often, so
+//! groups have both outcomes. Every example is checked against the store it came from, and the
+//! README's `train.parquet` table against the declared columns.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use arrow::array::{Array, Float32Array, ListArray, UInt32Array, UInt64Array};
+use flywheel::commands::generate::{self, GenerateArgs};
+use flywheel::commands::label::{self, LabelArgs, ScaleArg};
+use flywheel_store::{ReflectionRecord, Store};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn generate_args(out: &Path) -> GenerateArgs {
+    let (task, data) = common::tiny_task();
+    GenerateArgs {
+        model: common::tiny_onnx().to_owned(),
+        task: task.display().to_string(),
+        input: data,
+        limit: Some(24),
+        out: out.to_owned(),
+        attempts: 1,
+        reflections: 4,
+        batch_size: 8,
+        temperature: 1.0,
+        top_p: 1.0,
+        top_k: 0,
+        max_new_tokens: 12,
+        seed: 3,
+        shard: None,
+        task_flags: Default::default(),
+        device: flywheel::commands::DeviceArg::Cpu,
+        threads: 1,
+        prefix_cache_mib: 64,
+        quiet: true,
+    }
+}
+
+fn label_args(run: &Path) -> LabelArgs {
+    LabelArgs {
+        runs: vec![run.to_owned()],
+        out: None,
+        scale: ScaleArg::Group,
+        keep_zero_std: false,
+        drop_truncated: false,
+        min_tokens: 1,
+        max_tokens: None,
+    }
+}
+
+struct Example {
+    task: u64,
+    attempt: u32,
+    reflection: u32,
+    input_ids: Vec<u32>,
+    span: (usize, usize),
+    logprobs: Vec<f32>,
+    reward: f32,
+}
+
+fn read_examples(path: &Path) -> Vec<Example> {
+    let file = std::fs::File::open(path).expect("train.parquet");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let col = |n: &str| batch.column_by_name(n).expect(n).clone();
+        let u32s = |n: &str| {
+            col(n)
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .unwrap()
+                .clone()
+        };
+        let lists = |n: &str| col(n).as_any().downcast_ref::<ListArray>().unwrap().clone();
+        let task = col("task_index");
+        let task = task.as_any().downcast_ref::<UInt64Array>().unwrap();
+        let (att, refl) = (u32s("attempt"), u32s("reflection"));
+        let (start, end) = (u32s("span_start"), u32s("span_end"));
+        let (ids, lps) = (lists("input_ids"), lists("sampler_logprobs"));
+        let reward = col("reward");
+        let reward = reward.as_any().downcast_ref::<Float32Array>().unwrap();
+        for i in 0..batch.num_rows() {
+            let ids = ids.value(i);
+            let lps = lps.value(i);
+            out.push(Example {
+                task: task.value(i),
+                attempt: att.value(i),
+                reflection: refl.value(i),
+                input_ids: ids
+                    .as_any()
+                    .downcast_ref::<UInt32Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec(),
+                span: (start.value(i) as usize, end.value(i) as usize),
+                logprobs: lps
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec(),
+                reward: reward.value(i),
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn examples_are_the_stored_reflections_token_for_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    let gen = generate::run(&generate_args(&run)).expect("generate");
+    assert!(
+        gen.store.attempts_passed > 0,
+        "the user task must pass sometimes"
+    );
+    assert!(gen.store.retries_passed > 0, "and some retries must pass");
+    let report = label::run(&label_args(&run)).expect("label");
+    assert!(
+        report.counts.groups_mixed > 0,
+        "no mixed group: the fixture task no longer exercises the pass path ({:?})",
+        report.counts
+    );
+    assert_eq!(report.counts.reflections, gen.store.reflections);
+    let examples = read_examples(&run.join("train.parquet"));
+    assert_eq!(examples.len() as u64, report.counts.kept);
+    assert!(!examples.is_empty());
+
+    let store = Store::open_existing(&run).expect("store");
+    let mut reflections: HashMap<(u64, u32, u32), ReflectionRecord> = HashMap::new();
+    store
+        .for_each_reflection(|r| {
+            reflections.insert((r.task_index, r.attempt, r.reflection), r);
+            Ok(())
+        })
+        .expect("reflections");
+    let mut retries = HashMap::new();
+    store
+        .for_each_retry(|r| {
+            retries.insert((r.task_index, r.attempt, r.reflection), r.pass);
+            Ok(())
+        })
+        .expect("retries");
+    for e in &examples {
+        let key = (e.task, e.attempt, e.reflection);
+        let r = &reflections[&key];
+        let g = &r.generation;
+        assert_eq!(
+            &e.input_ids[..e.span.0],
+            g.prompt_ids.as_slice(),
+            "{key:?}: prompt"
+        );
+        assert_eq!(
+            &e.input_ids[e.span.0..e.span.1],
+            g.token_ids.as_slice(),
+            "{key:?}: span"
+        );
+        assert_eq!(e.span.1, e.input_ids.len());
+        assert_eq!(e.logprobs, g.logprobs, "{key:?}: sampler log-probs");
+        assert_eq!(
+            e.reward,
+            if retries[&key] { 1.0 } else { 0.0 },
+            "{key:?}: reward"
+        );
+    }
+
+    // A rerun replaces the file with the same rows (labelling is a pure function of the run).
+    let again = label::run(&label_args(&run)).expect("label again");
+    assert_eq!(again.counts, report.counts);
+    assert_eq!(
+        read_examples(&run.join("train.parquet")).len(),
+        examples.len()
+    );
+}
+
+#[test]
+fn label_cli_prints_json_and_a_summary_and_fails_cleanly_on_a_missing_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flywheel"))
+        .args(["label", "--run"])
+        .arg(dir.path().join("missing"))
+        .output()
+        .expect("flywheel");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: cannot open"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn readme_documents_every_train_parquet_column() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README");
+    let table = flywheel_store::table::markdown(flywheel_store::TRAIN_COLUMNS);
+    assert!(
+        readme.contains(table.trim()),
+        "README's train.parquet table is out of date; it must contain:\n{table}"
+    );
+}
