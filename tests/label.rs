@@ -171,6 +171,14 @@ fn examples_are_the_stored_reflections_token_for_token() {
         );
     }
 
+    // For the independent check (tests/scripts/label_check.py), keep the run where asked.
+    if let Some(keep) = std::env::var_os("FLYWHEEL_KEEP_LABEL_RUN") {
+        let keep = Path::new(&keep);
+        std::fs::create_dir_all(keep).expect("keep dir");
+        for f in ["rollouts.parquet", "train.parquet"] {
+            std::fs::copy(run.join(f), keep.join(f)).expect("keep");
+        }
+    }
     // A rerun replaces the file with the same rows (labelling is a pure function of the run).
     let again = label::run(&label_args(&run)).expect("label again");
     assert_eq!(again.counts, report.counts);

@@ -52,7 +52,7 @@ fn failed_group(b: &mut WriteBatch, t: u64, passes: &[bool], truncated: &[bool])
     b.tasks.push(TaskRecord {
         task_index: t,
         id: format!("task-{t}"),
-        level: (t % 2 == 0).then(|| "easy".to_string()),
+        level: t.is_multiple_of(2).then(|| "easy".to_string()),
         fields_json: "{}".into(),
     });
     b.attempts.push(AttemptRecord {
