@@ -18,27 +18,7 @@ fn model() -> &'static Path {
 }
 
 fn args(out: &Path) -> GenerateArgs {
-    GenerateArgs {
-        model: model().to_owned(),
-        task: "countdown".into(),
-        input: input(),
-        limit: Some(30),
-        out: out.to_owned(),
-        attempts: 1,
-        reflections: 4,
-        batch_size: 8,
-        temperature: 1.0,
-        top_p: 1.0,
-        top_k: 0,
-        max_new_tokens: 24,
-        seed: 7,
-        shard: None,
-        task_flags: Default::default(),
-        device: flywheel::commands::DeviceArg::Cpu,
-        threads: 1,
-        prefix_cache_mib: 1024,
-        quiet: true,
-    }
+    common::tiny_generate_args(out)
 }
 
 #[derive(Debug, PartialEq)]
@@ -366,7 +346,17 @@ fn edited_input_is_refused_on_resume() {
 /// cached attempt to extend, and a full prefill differs from an extended one in the last bits.
 #[test]
 fn kill_9_and_resume_equals_uninterrupted_run() {
-    let (want, got) = kill_and_resume(1, 0);
+    let (want, got) = kill_and_resume("countdown", &input(), 1, 0);
+    assert_eq!(got, want);
+}
+
+/// The same on the user task the tiny model passes often, so the resumed run also skips passed
+/// attempts (no reflections) and keeps passed retries exactly.
+#[test]
+fn kill_9_and_resume_equals_uninterrupted_run_on_the_pass_path() {
+    let (task, data) = common::tiny_task();
+    let (want, got) = kill_and_resume(&task.display().to_string(), &data, 1, 0);
+    assert!(want.attempts.iter().any(|a| a.pass) && want.retries.iter().any(|r| r.pass));
     assert_eq!(got, want);
 }
 
@@ -374,7 +364,7 @@ fn kill_9_and_resume_equals_uninterrupted_run() {
 /// (the tiny model never passes, so every attempt has G reflections and retries either way).
 #[test]
 fn kill_9_and_resume_with_batching_and_prefix_cache_has_every_record_once() {
-    let (want, got) = kill_and_resume(8, 1024);
+    let (want, got) = kill_and_resume("countdown", &input(), 8, 1024);
     let keys = |d: &Dump| {
         let mut k: Vec<(u64, u32, Option<u32>, &str)> = d
             .attempts
@@ -405,10 +395,17 @@ fn kill_9_and_resume_with_batching_and_prefix_cache_has_every_record_once() {
 }
 
 /// An uninterrupted run and a run killed five times then finished, on 40 tasks.
-fn kill_and_resume(batch: usize, prefix_cache_mib: usize) -> (Dump, Dump) {
+fn kill_and_resume(
+    task: &str,
+    input: &Path,
+    batch: usize,
+    prefix_cache_mib: usize,
+) -> (Dump, Dump) {
     let dir = tempfile::tempdir().expect("tempdir");
     let reference = dir.path().join("reference");
     let a = GenerateArgs {
+        task: task.to_owned(),
+        input: input.to_owned(),
         limit: Some(40),
         batch_size: batch,
         prefix_cache_mib,
@@ -422,7 +419,7 @@ fn kill_and_resume(batch: usize, prefix_cache_mib: usize) -> (Dump, Dump) {
         c.args([
             "generate",
             "--task",
-            "countdown",
+            task,
             "--limit",
             "40",
             "--reflections",
@@ -445,7 +442,7 @@ fn kill_and_resume(batch: usize, prefix_cache_mib: usize) -> (Dump, Dump) {
         .arg("--model")
         .arg(model())
         .arg("--input")
-        .arg(input())
+        .arg(input)
         .arg("--out")
         .arg(out)
         .stdout(std::process::Stdio::null())
@@ -635,247 +632,4 @@ fn run_identity_survives_other_directories_and_spellings_but_not_edited_prompts(
         "{stderr}"
     );
     assert!(stderr.contains("hint: "), "{stderr}");
-}
-
-/// One `rollouts.parquet` row, every column.
-#[derive(Debug, PartialEq)]
-struct ParquetRow {
-    model_hash: String,
-    task: String,
-    task_index: u64,
-    task_id: String,
-    level: Option<String>,
-    kind: String,
-    attempt: u32,
-    reflection: Option<u32>,
-    prompt_ids: Vec<u32>,
-    token_ids: Vec<u32>,
-    logprobs: Vec<f32>,
-    text: String,
-    pass: Option<bool>,
-    reason: Option<String>,
-    finish_reason: String,
-    seed: u64,
-    prompt_tokens: u32,
-    new_tokens: u32,
-    started_unix_ms: u64,
-    seconds: f64,
-}
-
-fn read_parquet(path: &Path) -> Vec<ParquetRow> {
-    use arrow::array::{
-        Array, BooleanArray, Float32Array, Float64Array, ListArray, StringArray, UInt32Array,
-        UInt64Array,
-    };
-    let file = std::fs::File::open(path).expect("parquet");
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .expect("reader")
-        .build()
-        .expect("build");
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.expect("batch");
-        let c = |n: &str| batch.column_by_name(n).expect(n).clone();
-        let s = |n: &str| c(n).as_any().downcast_ref::<StringArray>().unwrap().clone();
-        let u32a = |n: &str| c(n).as_any().downcast_ref::<UInt32Array>().unwrap().clone();
-        let u64a = |n: &str| c(n).as_any().downcast_ref::<UInt64Array>().unwrap().clone();
-        let list = |n: &str| c(n).as_any().downcast_ref::<ListArray>().unwrap().clone();
-        let (model, task, id, level, kind) = (
-            s("model_hash"),
-            s("task"),
-            s("task_id"),
-            s("level"),
-            s("kind"),
-        );
-        let (text, reason, finish) = (s("text"), s("reason"), s("finish_reason"));
-        let (ti, seed, started) = (u64a("task_index"), u64a("seed"), u64a("started_unix_ms"));
-        let (att, refl, pt, nt) = (
-            u32a("attempt"),
-            u32a("reflection"),
-            u32a("prompt_tokens"),
-            u32a("new_tokens"),
-        );
-        let (pids, tids, lps) = (list("prompt_ids"), list("token_ids"), list("logprobs"));
-        let pass = c("pass");
-        let pass = pass.as_any().downcast_ref::<BooleanArray>().unwrap();
-        let secs = c("seconds");
-        let secs = secs.as_any().downcast_ref::<Float64Array>().unwrap();
-        let ids = |l: &ListArray, i: usize| -> Vec<u32> {
-            l.value(i)
-                .as_any()
-                .downcast_ref::<UInt32Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        };
-        let opt_s = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
-        for i in 0..batch.num_rows() {
-            rows.push(ParquetRow {
-                model_hash: model.value(i).into(),
-                task: task.value(i).into(),
-                task_index: ti.value(i),
-                task_id: id.value(i).into(),
-                level: opt_s(&level, i),
-                kind: kind.value(i).into(),
-                attempt: att.value(i),
-                reflection: (!refl.is_null(i)).then(|| refl.value(i)),
-                prompt_ids: ids(&pids, i),
-                token_ids: ids(&tids, i),
-                logprobs: lps
-                    .value(i)
-                    .as_any()
-                    .downcast_ref::<Float32Array>()
-                    .unwrap()
-                    .values()
-                    .to_vec(),
-                text: text.value(i).into(),
-                pass: (!pass.is_null(i)).then(|| pass.value(i)),
-                reason: opt_s(&reason, i),
-                finish_reason: finish.value(i).into(),
-                seed: seed.value(i),
-                prompt_tokens: pt.value(i),
-                new_tokens: nt.value(i),
-                started_unix_ms: started.value(i),
-                seconds: secs.value(i),
-            });
-        }
-    }
-    rows
-}
-
-/// `rollouts.parquet` equals the store row for row, every column, in the documented order.
-fn assert_parquet_equals_store(run_dir: &Path) {
-    let store = Store::open_existing(run_dir).expect("store");
-    let meta = store.meta().expect("meta");
-    let mut tasks = std::collections::HashMap::new();
-    store
-        .for_each_task(|t| {
-            tasks.insert(t.task_index, t);
-            Ok(())
-        })
-        .expect("tasks");
-    let row = |t: u64,
-               kind: &str,
-               a: u32,
-               r: Option<u32>,
-               g: &flywheel_store::Generation,
-               pass: Option<bool>,
-               reason: Option<&str>| {
-        let task = &tasks[&t];
-        ParquetRow {
-            model_hash: meta.model_hash.clone(),
-            task: meta.task.clone(),
-            task_index: t,
-            task_id: task.id.clone(),
-            level: task.level.clone(),
-            kind: kind.into(),
-            attempt: a,
-            reflection: r,
-            prompt_ids: g.prompt_ids.clone(),
-            token_ids: g.token_ids.clone(),
-            logprobs: g.logprobs.clone(),
-            text: g.text.clone(),
-            pass,
-            reason: reason.map(str::to_owned),
-            finish_reason: g.finish_reason.as_str().into(),
-            seed: g.seed,
-            prompt_tokens: g.prompt_ids.len() as u32,
-            new_tokens: g.token_ids.len() as u32,
-            started_unix_ms: g.started_unix_ms,
-            seconds: g.seconds,
-        }
-    };
-    let d = {
-        let mut d = (vec![], vec![], vec![]);
-        store
-            .for_each_attempt(|a| {
-                d.0.push(a);
-                Ok(())
-            })
-            .expect("attempts");
-        store
-            .for_each_reflection(|r| {
-                d.1.push(r);
-                Ok(())
-            })
-            .expect("reflections");
-        store
-            .for_each_retry(|r| {
-                d.2.push(r);
-                Ok(())
-            })
-            .expect("retries");
-        d
-    };
-    let mut want = Vec::new();
-    for a in &d.0 {
-        want.push(row(
-            a.task_index,
-            "attempt",
-            a.attempt,
-            None,
-            &a.generation,
-            Some(a.pass),
-            Some(&a.reason),
-        ));
-        for r in
-            d.1.iter()
-                .filter(|r| (r.task_index, r.attempt) == (a.task_index, a.attempt))
-        {
-            want.push(row(
-                r.task_index,
-                "reflection",
-                r.attempt,
-                Some(r.reflection),
-                &r.generation,
-                None,
-                None,
-            ));
-            if let Some(x) = d.2.iter().find(|x| {
-                (x.task_index, x.attempt, x.reflection) == (r.task_index, r.attempt, r.reflection)
-            }) {
-                want.push(row(
-                    x.task_index,
-                    "retry",
-                    x.attempt,
-                    Some(x.reflection),
-                    &x.generation,
-                    Some(x.pass),
-                    Some(&x.reason),
-                ));
-            }
-        }
-    }
-    let got = read_parquet(&run_dir.join("rollouts.parquet"));
-    assert_eq!(got.len(), want.len(), "row count");
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g, w, "row {i}");
-    }
-}
-
-#[test]
-fn parquet_equals_the_store_every_column_on_the_pass_path_too() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("countdown");
-    run(&args(&out)).expect("countdown run");
-    assert_parquet_equals_store(&out);
-    // The user task the tiny model passes often: passed attempts (no reflections) and passed
-    // retries appear, so every branch of the export is taken.
-    let (task, data) = common::tiny_task();
-    let user = dir.path().join("user");
-    let report = run(&GenerateArgs {
-        task: task.display().to_string(),
-        input: data,
-        limit: Some(16),
-        max_new_tokens: 12,
-        ..args(&user)
-    })
-    .expect("user task run");
-    assert!(
-        report.store.attempts_passed > 0 && report.store.attempts_passed < 16,
-        "{:?}",
-        report.store
-    );
-    assert!(report.store.retries_passed > 0, "{:?}", report.store);
-    assert_parquet_equals_store(&user);
 }

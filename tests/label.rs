@@ -16,25 +16,13 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 fn generate_args(out: &Path) -> GenerateArgs {
     let (task, data) = common::tiny_task();
     GenerateArgs {
-        model: common::tiny_onnx().to_owned(),
         task: task.display().to_string(),
         input: data,
         limit: Some(24),
-        out: out.to_owned(),
-        attempts: 1,
-        reflections: 4,
-        batch_size: 8,
-        temperature: 1.0,
-        top_p: 1.0,
-        top_k: 0,
         max_new_tokens: 12,
         seed: 3,
-        shard: None,
-        task_flags: Default::default(),
-        device: flywheel::commands::DeviceArg::Cpu,
-        threads: 1,
         prefix_cache_mib: 64,
-        quiet: true,
+        ..common::tiny_generate_args(out)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: fixture loading and tensor comparison.
 #![allow(dead_code)]
 
+use flywheel::commands::generate::GenerateArgs;
 use flywheel_llama::{KvCache, Llama};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -21,6 +22,32 @@ pub fn tiny_onnx() -> &'static Path {
         .expect("export");
         root.join("onnx")
     })
+}
+
+/// `flywheel generate` on the tiny model: the Countdown test split, 30 tasks, G = 4, 24 new
+/// tokens at temperature 1, seed 7, batch 8, CPU.
+pub fn tiny_generate_args(out: &Path) -> GenerateArgs {
+    GenerateArgs {
+        model: tiny_onnx().to_owned(),
+        task: "countdown".into(),
+        input: Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/data/countdown/test.jsonl"),
+        limit: Some(30),
+        out: out.to_owned(),
+        attempts: 1,
+        reflections: 4,
+        batch_size: 8,
+        temperature: 1.0,
+        top_p: 1.0,
+        top_k: 0,
+        max_new_tokens: 24,
+        seed: 7,
+        shard: None,
+        task_flags: Default::default(),
+        device: flywheel::commands::DeviceArg::Cpu,
+        threads: 1,
+        prefix_cache_mib: 1024,
+        quiet: true,
+    }
 }
 
 /// The user task on which the tiny model passes often (a regex verifier), and its data.

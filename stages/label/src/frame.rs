@@ -157,6 +157,26 @@ pub fn label(rollouts: LazyFrame, config: &LabelConfig) -> PolarsResult<Labelled
             .cast(DataType::UInt32)
             .alias("span_len")])
         .collect()?;
+    // A reflection whose log-probs do not pair with its tokens cannot be trained on: a corrupt
+    // or hand-edited file, refused naming the first such row.
+    let bad = joined
+        .clone()
+        .lazy()
+        .filter(
+            col("logprobs")
+                .list()
+                .len()
+                .neq(col("token_ids").list().len()),
+        )
+        .select([col("task_index"), col("attempt"), col("reflection")])
+        .limit(1)
+        .collect()?;
+    if bad.height() > 0 {
+        let key = |c: &str| -> PolarsResult<String> { Ok(bad.column(c)?.get(0)?.to_string()) };
+        polars_bail!(ComputeError: "reflection (task {}, attempt {}, reflection {}) has a log-prob \
+            list whose length differs from its token ids", key("task_index")?, key("attempt")?,
+            key("reflection")?);
+    }
     counts.reflections = joined.height() as u64;
     counts.groups_seen = n_groups(&joined)?;
     counts.groups_mixed = joined

@@ -512,3 +512,71 @@ fn a_run_without_reflections_gives_an_empty_valid_file_and_says_why() {
     let (rows, _) = read(&out);
     assert!(rows.is_empty());
 }
+
+/// A hostile rollouts file (written past the store, which would refuse it) whose reflection has
+/// one log-prob fewer than tokens is refused, naming the row, and nothing is written.
+#[test]
+fn a_reflection_whose_logprobs_do_not_pair_with_its_tokens_is_refused() {
+    use arrow::array::{ArrayRef, Float32Builder, ListBuilder};
+    use arrow::datatypes::{DataType, Field};
+    use flywheel_store::table::TableWriter;
+    use flywheel_store::{COLUMNS, RUN_META_KEY};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = hand_made(&dir.path().join("run"));
+    let file = std::fs::File::open(run.join(ROLLOUTS_FILE)).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let meta = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == RUN_META_KEY))
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let hostile = dir.path().join("hostile.parquet");
+    let mut w = TableWriter::create(&hostile, COLUMNS, &[(RUN_META_KEY, meta)], 1024).unwrap();
+    let mut cut = false;
+    for batch in builder.build().unwrap() {
+        let batch = batch.unwrap();
+        let kinds = batch.column_by_name("kind").unwrap();
+        let kinds = kinds.as_any().downcast_ref::<StringArray>().unwrap();
+        let lps = batch.column_by_name("logprobs").unwrap();
+        let lps = lps.as_any().downcast_ref::<ListArray>().unwrap();
+        let mut b = ListBuilder::new(Float32Builder::new()).with_field(Field::new(
+            "item",
+            DataType::Float32,
+            false,
+        ));
+        for i in 0..batch.num_rows() {
+            let row = lps.value(i);
+            let mut v = row
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .unwrap()
+                .values()
+                .to_vec();
+            if !cut && kinds.value(i) == "reflection" {
+                v.pop();
+                cut = true;
+            }
+            b.values().append_slice(&v);
+            b.append(true);
+        }
+        let columns: Vec<(&str, ArrayRef)> = COLUMNS
+            .iter()
+            .map(|c| match c.name {
+                "logprobs" => (c.name, Arc::new(b.finish()) as ArrayRef),
+                n => (n, batch.column_by_name(n).unwrap().clone()),
+            })
+            .collect();
+        w.write(columns).unwrap();
+    }
+    w.finish().unwrap();
+    let out = dir.path().join("train.parquet");
+    let err = label_runs(&[hostile], &out, &LabelConfig::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("task 0, attempt 0, reflection 0"), "{msg}");
+    assert!(msg.contains("log-prob"), "{msg}");
+    assert!(!out.exists());
+}
