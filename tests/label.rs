@@ -7,11 +7,9 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use arrow::array::{Array, Float32Array, ListArray, UInt32Array, UInt64Array};
 use flywheel::commands::generate::{self, GenerateArgs};
 use flywheel::commands::label::{self, LabelArgs, ScaleArg};
-use flywheel_store::{ReflectionRecord, Store};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use flywheel_store::{read_train, ReflectionRecord, Store};
 
 fn generate_args(out: &Path) -> GenerateArgs {
     let (task, data) = common::tiny_task();
@@ -38,68 +36,6 @@ fn label_args(run: &Path) -> LabelArgs {
     }
 }
 
-struct Example {
-    task: u64,
-    attempt: u32,
-    reflection: u32,
-    input_ids: Vec<u32>,
-    span: (usize, usize),
-    logprobs: Vec<f32>,
-    reward: f32,
-}
-
-fn read_examples(path: &Path) -> Vec<Example> {
-    let file = std::fs::File::open(path).expect("train.parquet");
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .expect("parquet")
-        .build()
-        .expect("reader");
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.expect("batch");
-        let col = |n: &str| batch.column_by_name(n).expect(n).clone();
-        let u32s = |n: &str| {
-            col(n)
-                .as_any()
-                .downcast_ref::<UInt32Array>()
-                .unwrap()
-                .clone()
-        };
-        let lists = |n: &str| col(n).as_any().downcast_ref::<ListArray>().unwrap().clone();
-        let task = col("task_index");
-        let task = task.as_any().downcast_ref::<UInt64Array>().unwrap();
-        let (att, refl) = (u32s("attempt"), u32s("reflection"));
-        let (start, end) = (u32s("span_start"), u32s("span_end"));
-        let (ids, lps) = (lists("input_ids"), lists("sampler_logprobs"));
-        let reward = col("reward");
-        let reward = reward.as_any().downcast_ref::<Float32Array>().unwrap();
-        for i in 0..batch.num_rows() {
-            let ids = ids.value(i);
-            let lps = lps.value(i);
-            out.push(Example {
-                task: task.value(i),
-                attempt: att.value(i),
-                reflection: refl.value(i),
-                input_ids: ids
-                    .as_any()
-                    .downcast_ref::<UInt32Array>()
-                    .unwrap()
-                    .values()
-                    .to_vec(),
-                span: (start.value(i) as usize, end.value(i) as usize),
-                logprobs: lps
-                    .as_any()
-                    .downcast_ref::<Float32Array>()
-                    .unwrap()
-                    .values()
-                    .to_vec(),
-                reward: reward.value(i),
-            });
-        }
-    }
-    out
-}
-
 #[test]
 fn examples_are_the_stored_reflections_token_for_token() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -117,7 +53,7 @@ fn examples_are_the_stored_reflections_token_for_token() {
         report.counts
     );
     assert_eq!(report.counts.reflections, gen.store.reflections);
-    let examples = read_examples(&run.join("train.parquet"));
+    let (_, examples) = read_train(&run.join("train.parquet")).expect("train.parquet");
     assert_eq!(examples.len() as u64, report.counts.kept);
     assert!(!examples.is_empty());
 
@@ -137,21 +73,22 @@ fn examples_are_the_stored_reflections_token_for_token() {
         })
         .expect("retries");
     for e in &examples {
-        let key = (e.task, e.attempt, e.reflection);
+        let key = (e.task_index, e.attempt, e.reflection);
+        let span = (e.span_start as usize, e.span_end as usize);
         let r = &reflections[&key];
         let g = &r.generation;
         assert_eq!(
-            &e.input_ids[..e.span.0],
+            &e.input_ids[..span.0],
             g.prompt_ids.as_slice(),
             "{key:?}: prompt"
         );
         assert_eq!(
-            &e.input_ids[e.span.0..e.span.1],
+            &e.input_ids[span.0..span.1],
             g.token_ids.as_slice(),
             "{key:?}: span"
         );
-        assert_eq!(e.span.1, e.input_ids.len());
-        assert_eq!(e.logprobs, g.logprobs, "{key:?}: sampler log-probs");
+        assert_eq!(span.1, e.input_ids.len());
+        assert_eq!(e.sampler_logprobs, g.logprobs, "{key:?}: sampler log-probs");
         assert_eq!(
             e.reward,
             if retries[&key] { 1.0 } else { 0.0 },
@@ -170,10 +107,8 @@ fn examples_are_the_stored_reflections_token_for_token() {
     // A rerun replaces the file with the same rows (labelling is a pure function of the run).
     let again = label::run(&label_args(&run)).expect("label again");
     assert_eq!(again.counts, report.counts);
-    assert_eq!(
-        read_examples(&run.join("train.parquet")).len(),
-        examples.len()
-    );
+    let (_, rows) = read_train(&run.join("train.parquet")).expect("train.parquet");
+    assert_eq!(rows, examples);
 }
 
 #[test]

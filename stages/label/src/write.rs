@@ -4,13 +4,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float32Builder, ListBuilder, StringBuilder, UInt32Builder, UInt64Builder,
-};
-use arrow::datatypes::{DataType, Field};
+use arrow::array::{ArrayRef, ArrowPrimitiveType, ListBuilder, PrimitiveBuilder, StringBuilder};
+use arrow::datatypes::{Field, Float32Type as F32, UInt32Type as A32, UInt64Type as A64};
 use flywheel_store::table::TableWriter;
 use flywheel_store::{LabelMeta, LABEL_META_KEY, TRAIN_COLUMNS};
-use polars::prelude::{DataFrame, PolarsError, PolarsResult};
+use polars::prelude::{
+    DataFrame, Float32Type, PolarsError, PolarsNumericType, PolarsResult, UInt32Type, UInt64Type,
+};
 
 use crate::LabelError;
 
@@ -41,25 +41,19 @@ fn missing(name: &str) -> PolarsError {
     PolarsError::ComputeError(format!("null in non-null column `{name}`").into())
 }
 
-fn u64_col(df: &DataFrame, name: &str) -> PolarsResult<ArrayRef> {
-    let mut b = UInt64Builder::with_capacity(df.height());
-    for v in df.column(name)?.u64()?.iter() {
-        b.append_value(v.ok_or_else(|| missing(name))?);
-    }
-    Ok(Arc::new(b.finish()))
-}
-
-fn u32_col(df: &DataFrame, name: &str) -> PolarsResult<ArrayRef> {
-    let mut b = UInt32Builder::with_capacity(df.height());
-    for v in df.column(name)?.u32()?.iter() {
-        b.append_value(v.ok_or_else(|| missing(name))?);
-    }
-    Ok(Arc::new(b.finish()))
-}
-
-fn f32_col(df: &DataFrame, name: &str) -> PolarsResult<ArrayRef> {
-    let mut b = Float32Builder::with_capacity(df.height());
-    for v in df.column(name)?.f32()?.iter() {
+/// A numeric column without nulls, polars type `P` to Arrow type `A` (the same native type).
+fn num_col<P, A>(df: &DataFrame, name: &str) -> PolarsResult<ArrayRef>
+where
+    P: PolarsNumericType,
+    A: ArrowPrimitiveType<Native = P::Native>,
+{
+    let mut b = PrimitiveBuilder::<A>::with_capacity(df.height());
+    for v in df
+        .column(name)?
+        .as_materialized_series()
+        .unpack::<P>()?
+        .iter()
+    {
         b.append_value(v.ok_or_else(|| missing(name))?);
     }
     Ok(Arc::new(b.finish()))
@@ -78,31 +72,20 @@ fn str_col(df: &DataFrame, name: &str, nullable: bool) -> PolarsResult<ArrayRef>
     Ok(Arc::new(b.finish()))
 }
 
-fn u32_list(df: &DataFrame, name: &str) -> PolarsResult<ArrayRef> {
-    let mut b = ListBuilder::new(UInt32Builder::new()).with_field(Field::new(
+/// A list column without nulls (rows or items), polars item type `P` to Arrow item type `A`.
+fn num_list<P, A>(df: &DataFrame, name: &str) -> PolarsResult<ArrayRef>
+where
+    P: PolarsNumericType,
+    A: ArrowPrimitiveType<Native = P::Native>,
+{
+    let mut b = ListBuilder::new(PrimitiveBuilder::<A>::new()).with_field(Field::new(
         "item",
-        DataType::UInt32,
+        A::DATA_TYPE,
         false,
     ));
     for item in df.column(name)?.list()?.amortized_iter() {
         let s = item.ok_or_else(|| missing(name))?;
-        for v in s.as_ref().u32()?.iter() {
-            b.values().append_value(v.ok_or_else(|| missing(name))?);
-        }
-        b.append(true);
-    }
-    Ok(Arc::new(b.finish()))
-}
-
-fn f32_list(df: &DataFrame, name: &str) -> PolarsResult<ArrayRef> {
-    let mut b = ListBuilder::new(Float32Builder::new()).with_field(Field::new(
-        "item",
-        DataType::Float32,
-        false,
-    ));
-    for item in df.column(name)?.list()?.amortized_iter() {
-        let s = item.ok_or_else(|| missing(name))?;
-        for v in s.as_ref().f32()?.iter() {
+        for v in s.as_ref().unpack::<P>()?.iter() {
             b.values().append_value(v.ok_or_else(|| missing(name))?);
         }
         b.append(true);
@@ -113,17 +96,20 @@ fn f32_list(df: &DataFrame, name: &str) -> PolarsResult<ArrayRef> {
 /// The frame's columns as Arrow arrays, named, in [`TRAIN_COLUMNS`] order.
 fn convert(df: &DataFrame) -> PolarsResult<Vec<(&'static str, ArrayRef)>> {
     Ok(vec![
-        ("task_index", u64_col(df, "task_index")?),
+        ("task_index", num_col::<UInt64Type, A64>(df, "task_index")?),
         ("task_id", str_col(df, "task_id", false)?),
         ("level", str_col(df, "level", true)?),
-        ("attempt", u32_col(df, "attempt")?),
-        ("reflection", u32_col(df, "reflection")?),
-        ("input_ids", u32_list(df, "input_ids")?),
-        ("span_start", u32_col(df, "span_start")?),
-        ("span_end", u32_col(df, "span_end")?),
-        ("sampler_logprobs", f32_list(df, "sampler_logprobs")?),
-        ("reward", f32_col(df, "reward")?),
-        ("advantage", f32_col(df, "advantage")?),
+        ("attempt", num_col::<UInt32Type, A32>(df, "attempt")?),
+        ("reflection", num_col::<UInt32Type, A32>(df, "reflection")?),
+        ("input_ids", num_list::<UInt32Type, A32>(df, "input_ids")?),
+        ("span_start", num_col::<UInt32Type, A32>(df, "span_start")?),
+        ("span_end", num_col::<UInt32Type, A32>(df, "span_end")?),
+        (
+            "sampler_logprobs",
+            num_list::<Float32Type, F32>(df, "sampler_logprobs")?,
+        ),
+        ("reward", num_col::<Float32Type, F32>(df, "reward")?),
+        ("advantage", num_col::<Float32Type, F32>(df, "advantage")?),
         ("retry_reason", str_col(df, "retry_reason", false)?),
         ("finish_reason", str_col(df, "finish_reason", false)?),
         ("model_hash", str_col(df, "model_hash", false)?),

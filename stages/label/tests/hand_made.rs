@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, Float32Array, ListArray, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{Array, Float32Array, ListArray, StringArray};
 use flywheel_label::{label_runs, LabelConfig, LabelError};
 use flywheel_store::{
-    export_rollouts, AttemptRecord, FinishReason, Generation, LabelMeta, ReflectionRecord,
-    RetryRecord, RunMeta, Scale, Store, TaskRecord, WriteBatch, LABEL_META_KEY, ROLLOUTS_FILE,
-    TRAIN_COLUMNS,
+    export_rollouts, read_train, AttemptRecord, FinishReason, Generation, LabelMeta,
+    ReflectionRecord, RetryRecord, RunMeta, Scale, Store, TaskRecord, TrainExample, WriteBatch,
+    ROLLOUTS_FILE,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -132,111 +132,22 @@ fn hand_made(dir: &Path) -> PathBuf {
     write_run(dir, &meta(0, 1), &b)
 }
 
-/// The rows of a `train.parquet` that the tests look at.
-#[derive(Debug)]
-struct Row {
-    task: u64,
-    reflection: u32,
-    input_ids: Vec<u32>,
-    span: (u32, u32),
-    logprobs: Vec<f32>,
-    reward: f32,
-    advantage: f32,
-    finish: String,
-}
-
-fn read(path: &Path) -> (Vec<Row>, LabelMeta) {
-    let file = std::fs::File::open(path).expect("open train.parquet");
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet");
-    let names: Vec<String> = builder
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let want: Vec<&str> = TRAIN_COLUMNS.iter().map(|c| c.name).collect();
-    assert_eq!(names, want, "columns and their order");
-    let kv = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .cloned()
-        .unwrap_or_default();
-    let json = kv
-        .iter()
-        .find(|e| e.key == LABEL_META_KEY)
-        .and_then(|e| e.value.clone())
-        .expect("label settings in the footer");
-    let meta: LabelMeta = serde_json::from_str(&json).expect("label meta");
-    let mut rows = Vec::new();
-    for batch in builder.build().expect("reader") {
-        let batch = batch.expect("batch");
-        let c = |name: &str| batch.column_by_name(name).expect(name).clone();
-        let u64s = c("task_index");
-        let u64s = u64s.as_any().downcast_ref::<UInt64Array>().unwrap();
-        let u32 = |name: &str| {
-            c(name)
-                .as_any()
-                .downcast_ref::<UInt32Array>()
-                .unwrap()
-                .clone()
-        };
-        let f32 = |name: &str| {
-            c(name)
-                .as_any()
-                .downcast_ref::<Float32Array>()
-                .unwrap()
-                .clone()
-        };
-        let list = |name: &str| {
-            c(name)
-                .as_any()
-                .downcast_ref::<ListArray>()
-                .unwrap()
-                .clone()
-        };
-        let (refl, start, end) = (u32("reflection"), u32("span_start"), u32("span_end"));
-        let (ids, lps) = (list("input_ids"), list("sampler_logprobs"));
-        let (reward, adv) = (f32("reward"), f32("advantage"));
-        let finish = c("finish_reason");
-        let finish = finish.as_any().downcast_ref::<StringArray>().unwrap();
-        for i in 0..batch.num_rows() {
-            let ids = ids.value(i);
-            let lps = lps.value(i);
-            rows.push(Row {
-                task: u64s.value(i),
-                reflection: refl.value(i),
-                input_ids: ids
-                    .as_any()
-                    .downcast_ref::<UInt32Array>()
-                    .unwrap()
-                    .values()
-                    .to_vec(),
-                span: (start.value(i), end.value(i)),
-                logprobs: lps
-                    .as_any()
-                    .downcast_ref::<Float32Array>()
-                    .unwrap()
-                    .values()
-                    .to_vec(),
-                reward: reward.value(i),
-                advantage: adv.value(i),
-                finish: finish.value(i).to_string(),
-            });
-        }
-    }
+/// The rows of a `train.parquet`, read through the store's reader (which checks the columns
+/// against the declaration).
+fn read(path: &Path) -> (Vec<TrainExample>, LabelMeta) {
+    let (meta, rows) = read_train(path).expect("train.parquet");
     (rows, meta)
 }
 
-fn keys(rows: &[Row]) -> Vec<(u64, u32)> {
-    rows.iter().map(|r| (r.task, r.reflection)).collect()
+fn keys(rows: &[TrainExample]) -> Vec<(u64, u32)> {
+    rows.iter().map(|r| (r.task_index, r.reflection)).collect()
 }
 
 fn close(got: f32, want: f64) -> bool {
     (f64::from(got) - want).abs() <= 1e-6 * want.abs().max(1.0)
 }
 
-fn run(config: &LabelConfig) -> (Vec<Row>, flywheel_label::LabelReport) {
+fn run(config: &LabelConfig) -> (Vec<TrainExample>, flywheel_label::LabelReport) {
     let dir = tempfile::tempdir().unwrap();
     let run = hand_made(dir.path());
     let out = dir.path().join("train.parquet");
@@ -284,7 +195,7 @@ fn default_settings_keep_mixed_groups_with_group_scaled_advantages() {
         assert!(close(r.advantage, w), "{r:?}: want advantage {w}");
     }
     // Truncated reflections are kept by default, their finish reason kept beside them.
-    assert_eq!(rows[4].finish, "length");
+    assert_eq!(rows[4].finish_reason, "length");
     assert_eq!(report.counts.groups_seen, 4);
     assert_eq!(report.counts.groups_mixed, 3);
     assert_eq!(report.counts.zero_std_groups, 1);
@@ -299,20 +210,23 @@ fn default_settings_keep_mixed_groups_with_group_scaled_advantages() {
 fn spans_are_the_reflection_tokens_exactly() {
     let (rows, _) = run(&LabelConfig::default());
     for r in &rows {
-        let prompt = vec![1, 2, 7, 2, 9, r.task as u32];
-        let (s, e) = (r.span.0 as usize, r.span.1 as usize);
+        let prompt = vec![1, 2, 7, 2, 9, r.task_index as u32];
+        let (s, e) = (r.span_start as usize, r.span_end as usize);
         assert_eq!(&r.input_ids[..s], prompt.as_slice(), "{r:?}");
         assert_eq!(e, r.input_ids.len());
         let tokens = &r.input_ids[s..e];
         assert_eq!(tokens[0], 100 + r.reflection);
-        let cut = r.finish == "length";
+        let cut = r.finish_reason == "length";
         assert_eq!(
             tokens.len(),
             if cut { 3 } else { 2 },
             "EOS kept, nothing added"
         );
         let want: Vec<f32> = tokens.iter().map(|&t| -(t as f32) / 1000.0).collect();
-        assert_eq!(r.logprobs, want, "sampler log-probs of the span tokens");
+        assert_eq!(
+            r.sampler_logprobs, want,
+            "sampler log-probs of the span tokens"
+        );
         assert_eq!(r.reward, if r.advantage > 0.0 { 1.0 } else { 0.0 });
     }
 }
@@ -349,10 +263,10 @@ fn keep_zero_std_keeps_a_single_row_group_with_advantage_zero() {
         ..Default::default()
     };
     let (rows, _) = run(&config);
-    let lone: Vec<&Row> = rows.iter().filter(|r| r.task == 3).collect();
+    let lone: Vec<&TrainExample> = rows.iter().filter(|r| r.task_index == 3).collect();
     assert_eq!(lone.len(), 1);
     assert_eq!((lone[0].reward, lone[0].advantage), (1.0, 0.0));
-    let all_fail: Vec<&Row> = rows.iter().filter(|r| r.task == 1).collect();
+    let all_fail: Vec<&TrainExample> = rows.iter().filter(|r| r.task_index == 1).collect();
     assert_eq!(all_fail.len(), 4);
     assert!(all_fail
         .iter()
@@ -411,7 +325,7 @@ fn span_length_bounds_drop_rows_before_scoring() {
         ..Default::default()
     };
     let (rows, report) = run(&long);
-    assert!(rows.iter().all(|r| r.span.1 - r.span.0 == 3));
+    assert!(rows.iter().all(|r| r.span_end - r.span_start == 3));
     assert_eq!(report.counts.dropped_too_short, 16 - 5);
 }
 
@@ -465,6 +379,12 @@ fn missing_truncated_or_foreign_input_is_refused_and_nothing_is_written() {
     let bytes = std::fs::read(&rollouts).unwrap();
     let cut = dir.path().join("cut.parquet");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    // And the other way round: rollouts are not training examples.
+    let err = read_train(&rollouts).unwrap_err();
+    assert!(
+        err.to_string().contains("not a complete train.parquet"),
+        "{err}"
+    );
     let err = label_runs(&[cut], &out, &LabelConfig::default()).unwrap_err();
     assert!(matches!(err, LabelError::NotRollouts { .. }), "{err}");
     assert!(err.to_string().contains("cut.parquet"), "{err}");

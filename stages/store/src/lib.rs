@@ -35,7 +35,10 @@ pub use self::records::{
 pub use self::schema::{DecodeError, SCHEMA_VERSION};
 use self::schema::{StoredRecord, COUNTERS, COUNTER_NAMES, META, META_RUN, META_SCHEMA};
 pub use self::table::{Column, ColumnType, TableError, TableWriter};
-pub use self::train::{LabelMeta, Scale, LABEL_META_KEY, TRAIN_COLUMNS, TRAIN_FILE};
+pub use self::train::{
+    read_train, LabelMeta, Scale, TrainExample, TrainReadError, LABEL_META_KEY, TRAIN_COLUMNS,
+    TRAIN_FILE,
+};
 
 /// File name of the store inside a run directory.
 pub const STORE_FILE: &str = "store.redb";

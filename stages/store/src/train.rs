@@ -88,3 +88,150 @@ pub struct LabelMeta {
     /// Number of shards of the round.
     pub shard_count: u32,
 }
+
+/// One row of `train.parquet`, as [`TRAIN_COLUMNS`] declares it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainExample {
+    /// The instance's index in the input.
+    pub task_index: u64,
+    /// The instance's id.
+    pub task_id: String,
+    /// Difficulty level, where the task has one.
+    pub level: Option<String>,
+    /// The failed attempt (with `task_index`, the group).
+    pub attempt: u32,
+    /// The reflection's number in its group.
+    pub reflection: u32,
+    /// The reflection's prompt followed by its tokens.
+    pub input_ids: Vec<u32>,
+    /// First span position.
+    pub span_start: u32,
+    /// End (exclusive) of the span.
+    pub span_end: u32,
+    /// The sampler's log-probs of the span tokens.
+    pub sampler_logprobs: Vec<f32>,
+    /// 1.0 if the retry passed, else 0.0.
+    pub reward: f32,
+    /// The group advantage.
+    pub advantage: f32,
+    /// The retry's verifier reason.
+    pub retry_reason: String,
+    /// Why the reflection stopped.
+    pub finish_reason: String,
+    /// SHA-256 of the generating model.
+    pub model_hash: String,
+}
+
+/// Why a `train.parquet` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainReadError {
+    /// The file could not be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not a complete `train.parquet` (truncated, foreign columns, no label settings).
+    #[error("{path} is not a complete train.parquet: {detail}")]
+    Format {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Reads a whole `train.parquet`: its label settings and its rows, in file order. The schema is
+/// checked against [`TRAIN_COLUMNS`] first.
+pub fn read_train(
+    path: &std::path::Path,
+) -> Result<(LabelMeta, Vec<TrainExample>), TrainReadError> {
+    use arrow::array::{Array, Float32Array, ListArray, StringArray, UInt32Array, UInt64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let bad = |detail: String| TrainReadError::Format {
+        path: path.to_owned(),
+        detail,
+    };
+    let file = std::fs::File::open(path).map_err(|source| TrainReadError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
+    crate::table::check_schema(path, TRAIN_COLUMNS, builder.schema())
+        .map_err(|e| bad(e.to_string()))?;
+    let json = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == LABEL_META_KEY))
+        .and_then(|e| e.value.clone())
+        .ok_or_else(|| bad(format!("no `{LABEL_META_KEY}` in the file's metadata")))?;
+    let meta: LabelMeta =
+        serde_json::from_str(&json).map_err(|e| bad(format!("`{LABEL_META_KEY}`: {e}")))?;
+    let reader = builder.build().map_err(|e| bad(e.to_string()))?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(e.to_string()))?;
+        // The schema was checked, so every column is there with its declared type.
+        fn col<'b, T: 'static>(
+            batch: &'b arrow::record_batch::RecordBatch,
+            name: &str,
+        ) -> Option<&'b T> {
+            batch.column_by_name(name)?.as_any().downcast_ref::<T>()
+        }
+        let missing = |name: &str| bad(format!("column `{name}` unreadable"));
+        let s = |name: &str| col::<StringArray>(&batch, name).ok_or_else(|| missing(name));
+        let u32s = |name: &str| col::<UInt32Array>(&batch, name).ok_or_else(|| missing(name));
+        let f32s = |name: &str| col::<Float32Array>(&batch, name).ok_or_else(|| missing(name));
+        let list = |name: &str| col::<ListArray>(&batch, name).ok_or_else(|| missing(name));
+        let task_index =
+            col::<UInt64Array>(&batch, "task_index").ok_or_else(|| missing("task_index"))?;
+        let (task_id, level, reason, finish, hash) = (
+            s("task_id")?,
+            s("level")?,
+            s("retry_reason")?,
+            s("finish_reason")?,
+            s("model_hash")?,
+        );
+        let (attempt, reflection, start, end) = (
+            u32s("attempt")?,
+            u32s("reflection")?,
+            u32s("span_start")?,
+            u32s("span_end")?,
+        );
+        let (reward, advantage) = (f32s("reward")?, f32s("advantage")?);
+        let (ids, lps) = (list("input_ids")?, list("sampler_logprobs")?);
+        for i in 0..batch.num_rows() {
+            let ids = ids.value(i);
+            let lps = lps.value(i);
+            let ids = ids
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .ok_or_else(|| missing("input_ids"))?;
+            let lps = lps
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .ok_or_else(|| missing("sampler_logprobs"))?;
+            rows.push(TrainExample {
+                task_index: task_index.value(i),
+                task_id: task_id.value(i).to_owned(),
+                level: (!level.is_null(i)).then(|| level.value(i).to_owned()),
+                attempt: attempt.value(i),
+                reflection: reflection.value(i),
+                input_ids: ids.values().to_vec(),
+                span_start: start.value(i),
+                span_end: end.value(i),
+                sampler_logprobs: lps.values().to_vec(),
+                reward: reward.value(i),
+                advantage: advantage.value(i),
+                retry_reason: reason.value(i).to_owned(),
+                finish_reason: finish.value(i).to_owned(),
+                model_hash: hash.value(i).to_owned(),
+            });
+        }
+    }
+    Ok((meta, rows))
+}
