@@ -2,9 +2,9 @@
 //! denominator taken from the whole optimizer step: summing the losses of the micro-batches of a
 //! step gives the loss (and gradient) of the step as one batch, whatever the split.
 //!
-//! Per token: ρ = exp(logπ_θ − logπ_old), l = −min(ρA, clip(ρ, 1 − ε, 1 + ε_high)·A)
-//! + β·(exp(ref − θ) − (ref − θ) − 1), times an optional importance weight (sampler-mismatch
-//! correction). Masked positions are selected out (`where`), never multiplied by zero, so a NaN or
+//! Per token: ρ = exp(logπ_θ − logπ_old) and
+//! l = −min(ρA, clip(ρ, 1 − ε, 1 + ε_high)·A) + β·(exp(ref − θ) − (ref − θ) − 1),
+//! times an optional importance weight (sampler-mismatch correction). Masked positions are selected out (`where`), never multiplied by zero, so a NaN or
 //! an infinity there (padding, a token outside the span) cannot reach the loss or its gradient.
 
 use tch::{Kind, Tensor};
@@ -175,10 +175,10 @@ pub fn grpo_loss(
             .where_self(&on, &zeros)
             .sum(Kind::Double)
             .double_value(&[]);
-        per_token = per_token + kl * cfg.beta;
+        per_token += kl * cfg.beta;
     }
     if let Some(w) = inp.weights {
-        per_token = per_token * pick(&w.detach());
+        per_token *= pick(&w.detach());
     }
     let per_token = per_token.where_self(&on, &zeros);
     let loss = match cfg.aggregation {
