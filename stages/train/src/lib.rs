@@ -7,6 +7,7 @@
 pub mod logprobs;
 pub mod loss;
 pub mod optim;
+pub mod step;
 
 pub use logprobs::{span_logprobs, PackError, Sequence, SpanBatch};
 pub use loss::{grpo_loss, Aggregation, LossConfig, LossInputs, LossOutput, StepTotals};

@@ -1,0 +1,212 @@
+//! One GRPO optimizer step over a batch of examples: micro-batches by a padded-token budget,
+//! π_old computed once before the step's first update (and reused for every iteration μ), the loss
+//! of every micro-batch with the step's denominators, accumulated gradients, clipping, AdamW. The
+//! figures practitioners read come back with it.
+
+use flywheel_llama::Llama;
+use flywheel_store::TrainExample;
+use tch::{Kind, Tensor};
+
+use crate::logprobs::{span_logprobs, PackError, Sequence, SpanBatch};
+use crate::loss::{grpo_loss, LossConfig, LossError, LossInputs, StepTotals};
+use crate::optim::AdamW;
+
+/// Settings of a step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepConfig {
+    /// The loss.
+    pub loss: LossConfig,
+    /// Padded tokens per micro-batch (at least one example each).
+    pub micro_batch_tokens: usize,
+    /// Global gradient-norm clip (0: none).
+    pub max_grad_norm: f64,
+    /// The sampling temperature (log-probs are of logits / T).
+    pub temperature: f64,
+    /// The sampler's token limit (`dr_grpo`'s constant).
+    pub max_completion_len: usize,
+}
+
+/// What a step measured.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepStats {
+    /// The step loss.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Padded tokens the model ran on.
+    pub tokens: u64,
+    /// Span (loss) tokens.
+    pub span_tokens: u64,
+    /// Fraction of span tokens clipped low / high.
+    pub clip_ratio_low: f64,
+    /// See `clip_ratio_low`.
+    pub clip_ratio_high: f64,
+    /// Mean k3 KL estimate per span token (0 without a reference).
+    pub kl: f64,
+    /// Mean and max |log π_old − log π_sampler| over span tokens.
+    pub logprob_diff_mean: f64,
+    /// See `logprob_diff_mean`.
+    pub logprob_diff_max: f64,
+}
+
+/// Why a step cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// An example does not pack (span or token ids).
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    /// The loss refused its inputs.
+    #[error(transparent)]
+    Loss(#[from] LossError),
+    /// An example's sampler log-probs do not match its span.
+    #[error("example (task {task}, attempt {attempt}, reflection {reflection}): {found} sampler log-probs for a span of {span}")]
+    SamplerLogprobs {
+        task: u64,
+        attempt: u32,
+        reflection: u32,
+        found: usize,
+        span: usize,
+    },
+}
+
+/// A packed micro-batch with what the loss needs besides the policy.
+pub struct MicroBatch {
+    batch: SpanBatch,
+    advantages: Tensor,
+    sampler: Tensor,
+    padded_tokens: u64,
+}
+
+/// Splits `examples` in order into micro-batches of at most `budget` padded tokens and packs them
+/// for a model of `vocab` tokens.
+pub fn micro_batches(
+    examples: &[&TrainExample],
+    budget: usize,
+    vocab: usize,
+    device: tch::Device,
+) -> Result<Vec<MicroBatch>, StepError> {
+    let mut groups: Vec<Vec<&TrainExample>> = Vec::new();
+    let mut longest = 0;
+    for &e in examples {
+        let len = e.input_ids.len();
+        match groups.last_mut() {
+            Some(g) if (g.len() + 1) * longest.max(len) <= budget => {
+                g.push(e);
+                longest = longest.max(len);
+            }
+            _ => {
+                groups.push(vec![e]);
+                longest = len;
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| {
+            let seqs: Vec<Sequence<'_>> = g
+                .iter()
+                .map(|e| Sequence {
+                    input_ids: &e.input_ids,
+                    span_start: e.span_start as usize,
+                    span_end: e.span_end as usize,
+                })
+                .collect();
+            let batch = SpanBatch::pack(&seqs, vocab, device)?;
+            let mut sampler = Vec::new();
+            for e in &g {
+                let span = (e.span_end - e.span_start) as usize;
+                if e.sampler_logprobs.len() != span {
+                    return Err(StepError::SamplerLogprobs {
+                        task: e.task_index,
+                        attempt: e.attempt,
+                        reflection: e.reflection,
+                        found: e.sampler_logprobs.len(),
+                        span,
+                    });
+                }
+                sampler.extend_from_slice(&e.sampler_logprobs);
+            }
+            let adv: Vec<f32> = g.iter().map(|e| e.advantage).collect();
+            let longest = g.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+            Ok(MicroBatch {
+                advantages: Tensor::from_slice(&adv).to_device(device),
+                sampler: Tensor::from_slice(&sampler).to_device(device),
+                padded_tokens: (g.len() * longest) as u64,
+                batch,
+            })
+        })
+        .collect()
+}
+
+/// log π_old of every micro-batch (no gradient): the policy before the step's first update.
+pub fn old_logprobs(model: &Llama, batches: &[MicroBatch], temperature: f64) -> Vec<Tensor> {
+    tch::no_grad(|| {
+        batches
+            .iter()
+            .map(|mb| span_logprobs(model, &mb.batch, temperature))
+            .collect()
+    })
+}
+
+/// One optimizer update at learning rate `lr` over `batches` against `old` (from
+/// [`old_logprobs`], reused unchanged for every iteration of the same batch).
+pub fn update(
+    model: &Llama,
+    opt: &mut AdamW,
+    batches: &[MicroBatch],
+    old: &[Tensor],
+    cfg: &StepConfig,
+    lr: f64,
+) -> Result<StepStats, StepError> {
+    let span_tokens: i64 = batches.iter().map(|mb| mb.batch.tokens()).sum();
+    let sequences: usize = batches
+        .iter()
+        .map(|mb| mb.advantages.size()[0] as usize)
+        .sum();
+    let totals = StepTotals {
+        tokens: span_tokens as f64,
+        sequences: sequences as f64,
+        max_completion_len: cfg.max_completion_len as f64,
+    };
+    let mut stats = StepStats {
+        span_tokens: span_tokens as u64,
+        ..Default::default()
+    };
+    let (mut low, mut high, mut kl, mut diff_sum) = (0.0, 0.0, 0.0, 0.0);
+    for (mb, old) in batches.iter().zip(old) {
+        let logp = span_logprobs(model, &mb.batch, cfg.temperature);
+        let grid = |t: &Tensor| mb.batch.to_grid(t);
+        let mask = mb.batch.mask();
+        let out = grpo_loss(
+            &LossInputs {
+                logp: &grid(&logp),
+                old_logp: &grid(old),
+                ref_logp: None,
+                advantages: &mb.advantages,
+                mask: &mask,
+                weights: None,
+            },
+            &cfg.loss,
+            &totals,
+        )?;
+        out.loss.backward();
+        stats.loss += out.loss.double_value(&[]);
+        stats.tokens += mb.padded_tokens;
+        low += out.clipped_low;
+        high += out.clipped_high;
+        kl += out.kl_sum;
+        let d = (old - &mb.sampler).abs();
+        diff_sum += d.sum(Kind::Double).double_value(&[]);
+        stats.logprob_diff_max = stats
+            .logprob_diff_max
+            .max(d.max().to_kind(Kind::Double).double_value(&[]));
+    }
+    let n = (span_tokens as f64).max(1.0);
+    stats.clip_ratio_low = low / n;
+    stats.clip_ratio_high = high / n;
+    stats.kl = kl / n;
+    stats.logprob_diff_mean = diff_sum / n;
+    stats.grad_norm = opt.clip_grad_norm(cfg.max_grad_norm);
+    opt.step(lr);
+    Ok(stats)
+}
