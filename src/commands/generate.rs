@@ -328,6 +328,10 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
     let engine_stats = engine.run(&mut pipeline);
     let tally = pipeline.finish()?;
     let engine_stats = engine_stats?;
+    if !args.quiet && bar.is_none() {
+        // The last verdicts land after the engine's last step: say where the run ended.
+        eprintln!("generate: {}/{total} tasks stored | done", tally.tasks_done);
+    }
     if let Some(bar) = bar {
         bar.finish();
     }
