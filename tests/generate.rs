@@ -332,7 +332,11 @@ fn edited_input_is_refused_on_resume() {
     new_lines[1] = edited.to_string();
     std::fs::write(&file, new_lines.join("\n") + "\n").expect("write");
     let err = run(&a).expect_err("must refuse");
-    assert!(err.to_string().contains("input line 2 changed"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("input record 2 (blank lines not counted) changed"),
+        "{err}"
+    );
     assert_eq!(dump(&out), before, "the store must be left as it was");
 }
 

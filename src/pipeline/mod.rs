@@ -20,12 +20,13 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use tokenizers::Tokenizer;
+
 mod verdicts;
 use verdicts::Verdicts;
 
 /// Engine steps a verdict may take before the pipeline waits for it (see [`verdicts`]).
 const VERDICT_LAG_STEPS: u64 = 2;
-use tokenizers::Tokenizer;
 
 /// Why a run stopped. Store errors stay values ([`StoreError::Locked`], [`StoreError::Conflict`],
 /// ...), so an orchestrator can branch on them.
@@ -44,11 +45,12 @@ pub enum PipelineError {
     },
     /// The stored instance of a task differs from the input's (the input was edited).
     #[error(
-        "input line {line} changed since this run began (stored id {stored:?}, now {current:?})"
+        "input record {record} (blank lines not counted) changed since this run began (stored id \
+         {stored:?}, now {current:?})"
     )]
     InputChanged {
-        /// 1-based line of the input (blank lines counted).
-        line: u64,
+        /// 1-based record number in the input (blank lines not counted).
+        record: u64,
         /// The stored instance's id.
         stored: String,
         /// The current line's id.
@@ -268,7 +270,7 @@ impl<'a> Pipeline<'a> {
                         .is_ok_and(|f| f == instance.fields);
                 if stored.id != instance.id || !same_fields {
                     return Err(PipelineError::InputChanged {
-                        line: index + 1,
+                        record: index + 1,
                         stored: stored.id.clone(),
                         current: instance.id.clone(),
                     });
