@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use flywheel_store::table::{check_schema, TableError};
+use flywheel_store::table::{check_schema, footer_value, TableError};
 use flywheel_store::{RunMeta, COLUMNS, ROLLOUTS_FILE, RUN_META_KEY};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -47,11 +47,8 @@ pub fn open(path: &Path) -> Result<Input, LabelError> {
         },
         other => LabelError::Table(other),
     })?;
-    let kv = builder.metadata().file_metadata().key_value_metadata();
-    let json = kv
-        .and_then(|kv| kv.iter().find(|e| e.key == RUN_META_KEY))
-        .and_then(|e| e.value.clone())
-        .ok_or_else(|| LabelError::NotRollouts {
+    let json =
+        footer_value(builder.metadata(), RUN_META_KEY).ok_or_else(|| LabelError::NotRollouts {
             path: path.to_owned(),
             detail: format!("no `{RUN_META_KEY}` in the file's metadata"),
         })?;

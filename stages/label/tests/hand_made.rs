@@ -447,13 +447,7 @@ fn a_reflection_whose_logprobs_do_not_pair_with_its_tokens_is_refused() {
     let run = hand_made(&dir.path().join("run"));
     let file = std::fs::File::open(run.join(ROLLOUTS_FILE)).unwrap();
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-    let meta = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|e| e.key == RUN_META_KEY))
-        .and_then(|e| e.value.clone())
-        .unwrap();
+    let meta = flywheel_store::table::footer_value(builder.metadata(), RUN_META_KEY).unwrap();
     let hostile = dir.path().join("hostile.parquet");
     let mut w = TableWriter::create(&hostile, COLUMNS, &[(RUN_META_KEY, meta)], 1024).unwrap();
     let mut cut = false;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ::parquet::arrow::ArrowWriter;
 use ::parquet::basic::{Compression, ZstdLevel};
 use ::parquet::errors::ParquetError;
-use ::parquet::file::metadata::KeyValue;
+use ::parquet::file::metadata::{KeyValue, ParquetMetaData};
 use ::parquet::file::properties::WriterProperties;
 use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -173,35 +173,55 @@ pub enum TableError {
 
 /// Checks that `found` has exactly the declared columns, in order, with their types.
 pub fn check_schema(path: &Path, columns: &[Column], found: &Schema) -> Result<(), TableError> {
-    let fields = found.fields();
+    let fields = found
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()));
+    check_columns(path, columns, fields)
+}
+
+/// The one column check of files and batches: `found` (name, type), in order, against the
+/// declaration; the first difference is named.
+fn check_columns<'a>(
+    path: &Path,
+    columns: &[Column],
+    found: impl Iterator<Item = (&'a str, &'a DataType)>,
+) -> Result<(), TableError> {
+    let err = |index, expected: String, found: String| TableError::Column {
+        path: path.to_owned(),
+        index,
+        expected,
+        found,
+    };
+    let mut found = found;
     for (index, c) in columns.iter().enumerate() {
         let expected = || format!("`{}` {}", c.name, c.ty.name());
-        let Some(f) = fields.get(index) else {
-            return Err(TableError::Column {
-                path: path.to_owned(),
-                index,
-                expected: expected(),
-                found: "no column".into(),
-            });
+        let Some((name, ty)) = found.next() else {
+            return Err(err(index, expected(), "no column".into()));
         };
-        if f.name() != c.name || !c.ty.accepts(f.data_type()) {
-            return Err(TableError::Column {
-                path: path.to_owned(),
-                index,
-                expected: expected(),
-                found: format!("`{}` {}", f.name(), f.data_type()),
-            });
+        if name != c.name || !c.ty.accepts(ty) {
+            return Err(err(index, expected(), format!("`{name}` {ty}")));
         }
     }
-    if fields.len() > columns.len() {
-        return Err(TableError::Column {
-            path: path.to_owned(),
-            index: columns.len(),
-            expected: "no more columns".into(),
-            found: format!("`{}`", fields[columns.len()].name()),
-        });
+    if let Some((name, _)) = found.next() {
+        return Err(err(
+            columns.len(),
+            "no more columns".into(),
+            format!("`{name}`"),
+        ));
     }
     Ok(())
+}
+
+/// A string value of a Parquet file's key/value footer.
+pub fn footer_value(metadata: &ParquetMetaData, key: &str) -> Option<String> {
+    metadata
+        .file_metadata()
+        .key_value_metadata()?
+        .iter()
+        .find(|e| e.key == key)?
+        .value
+        .clone()
 }
 
 /// A Parquet file of one table, written batch by batch (zstd, `row_group_rows` rows per row
@@ -255,26 +275,19 @@ impl TableWriter {
     /// Writes one batch given as `(name, array)` pairs in declaration order; a name, type or
     /// null that breaks the declaration is refused before anything is written.
     pub fn write(&mut self, named: Vec<(&str, ArrayRef)>) -> Result<(), TableError> {
-        let mut arrays = Vec::with_capacity(named.len());
-        for (index, c) in self.columns.iter().enumerate() {
-            let expected = || format!("`{}` {}", c.name, c.ty.name());
-            let Some((name, array)) = named.get(index) else {
-                return Err(self.column_err(index, expected(), "no column".into()));
-            };
-            if *name != c.name || !c.ty.accepts(array.data_type()) {
-                let found = format!("`{name}` {}", array.data_type());
-                return Err(self.column_err(index, expected(), found));
-            }
+        check_columns(
+            &self.path,
+            self.columns,
+            named.iter().map(|(n, a)| (*n, a.data_type())),
+        )?;
+        for (index, (c, (_, array))) in self.columns.iter().zip(&named).enumerate() {
             if !c.nullable && array.null_count() > 0 {
+                let expected = format!("`{}` {} without nulls", c.name, c.ty.name());
                 let found = format!("{} nulls", array.null_count());
-                return Err(self.column_err(index, format!("{} without nulls", expected()), found));
+                return Err(self.column_err(index, expected, found));
             }
-            arrays.push(array.clone());
         }
-        if named.len() > self.columns.len() {
-            let found = format!("`{}`", named[self.columns.len()].0);
-            return Err(self.column_err(self.columns.len(), "no more columns".into(), found));
-        }
+        let arrays: Vec<ArrayRef> = named.into_iter().map(|(_, a)| a).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|source| {
             TableError::Arrow {
                 path: self.path.clone(),

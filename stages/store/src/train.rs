@@ -162,12 +162,7 @@ pub fn read_train(
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
     crate::table::check_schema(path, TRAIN_COLUMNS, builder.schema())
         .map_err(|e| bad(e.to_string()))?;
-    let json = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|e| e.key == LABEL_META_KEY))
-        .and_then(|e| e.value.clone())
+    let json = crate::table::footer_value(builder.metadata(), LABEL_META_KEY)
         .ok_or_else(|| bad(format!("no `{LABEL_META_KEY}` in the file's metadata")))?;
     let meta: LabelMeta =
         serde_json::from_str(&json).map_err(|e| bad(format!("`{LABEL_META_KEY}`: {e}")))?;
