@@ -21,6 +21,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Training examples from a run's rollouts: one per reflection, rewarded by its retry.
     Label(commands::label::LabelArgs),
+    /// Masked GRPO on the reflection tokens of train.parquet (libtorch), resumable.
+    Train(commands::train::TrainArgs),
     /// Greedy completion of a chat prompt with the libtorch model.
     Complete(commands::complete::CompleteArgs),
     /// Run a task's verifier on given responses: one JSON verdict per input line.
@@ -69,6 +71,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Label(args) => {
             let report = commands::label::run(&args)?;
             eprintln!("{report}");
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Train(args) => {
+            let report = commands::train::run(&args)?;
+            eprintln!("{}", commands::train::summary(&report));
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Verify(args) => {

@@ -6,6 +6,7 @@ pub mod generate;
 pub mod hint;
 pub mod import;
 pub mod label;
+pub mod train;
 pub mod verify;
 
 use clap::ValueEnum;

@@ -103,8 +103,13 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
 impl Weights {
     /// Loads every tensor of the directory's safetensors file(s), validating each header.
     pub fn load_dir(dir: &Path) -> Result<Self, WeightsError> {
+        Self::load_files(&files(dir)?)
+    }
+
+    /// Loads every tensor of the given safetensors files, validating each header.
+    pub fn load_files(files: &[PathBuf]) -> Result<Self, WeightsError> {
         let mut tensors = BTreeMap::new();
-        for file in files(dir)? {
+        for file in files.iter().cloned() {
             let bytes = std::fs::read(&file).map_err(|source| WeightsError::Io {
                 path: file.clone(),
                 source,

@@ -54,10 +54,19 @@ fn hex(bytes: &[u8]) -> String {
 /// `*.onnx_data`) in `dir`, else in `dir/onnx`. For a single file this equals
 /// `sha256sum FILE`; for several, `cat FILES | sha256sum`.
 pub fn model_hash(dir: &Path) -> Result<String, StoreError> {
-    let files = weight_files(dir)?;
+    files_hash(&weight_files(dir)?)
+}
+
+/// SHA-256 (lowercase hex) of one file's bytes, as `sha256sum FILE` (a training input's identity).
+pub fn file_hash(path: &Path) -> Result<String, StoreError> {
+    files_hash(&[path.to_owned()])
+}
+
+/// SHA-256 of the files' bytes concatenated in the order given.
+fn files_hash(files: &[PathBuf]) -> Result<String, StoreError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    for path in &files {
+    for path in files {
         let read_err = |source| StoreError::ReadWeights {
             path: path.clone(),
             source,

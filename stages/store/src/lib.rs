@@ -12,6 +12,7 @@
 //! export. It links neither libtorch nor ONNX Runtime.
 
 mod fingerprint;
+pub mod metrics;
 mod parquet;
 pub mod records;
 mod schema;
@@ -23,7 +24,8 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
-pub use self::fingerprint::{model_files_hash, model_hash, text_hash, MODEL_FILES};
+pub use self::fingerprint::{file_hash, model_files_hash, model_hash, text_hash, MODEL_FILES};
+pub use self::metrics::{read_metrics, write_metrics, StepMetrics, METRICS_COLUMNS, METRICS_FILE};
 pub use self::parquet::{
     columns_markdown, export_rollouts, rollouts_schema, ParquetExportError, COLUMNS, ROLLOUTS_FILE,
     ROW_GROUP_ROWS, RUN_META_KEY,
@@ -36,8 +38,8 @@ pub use self::schema::{DecodeError, SCHEMA_VERSION};
 use self::schema::{StoredRecord, COUNTERS, COUNTER_NAMES, META, META_RUN, META_SCHEMA};
 pub use self::table::{Column, ColumnType, TableError, TableWriter};
 pub use self::train::{
-    read_train, LabelMeta, Scale, TrainExample, TrainReadError, LABEL_META_KEY, TRAIN_COLUMNS,
-    TRAIN_FILE,
+    read_train, write_train, LabelMeta, Scale, TrainExample, TrainReadError, LABEL_META_KEY,
+    TRAIN_COLUMNS, TRAIN_FILE,
 };
 
 /// File name of the store inside a run directory.

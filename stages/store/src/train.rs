@@ -230,3 +230,85 @@ pub fn read_train(
     }
     Ok((meta, rows))
 }
+
+/// Writes `rows` as a `train.parquet` with `meta` in its footer, atomically. `flywheel label`
+/// writes its frames through the same [`crate::table::TableWriter`] check; this writer serves
+/// programs that build examples themselves (and tests that need hostile files).
+pub fn write_train(
+    path: &std::path::Path,
+    meta: &LabelMeta,
+    rows: &[TrainExample],
+) -> Result<(), crate::TableError> {
+    use arrow::array::{
+        ArrayRef, Float32Array, Float32Builder, ListBuilder, StringArray, UInt32Array,
+        UInt32Builder, UInt64Array,
+    };
+    use arrow::datatypes::{DataType, Field};
+    use std::sync::Arc;
+
+    let json = serde_json::to_string(meta).unwrap_or_default();
+    let io = |source| crate::TableError::Io {
+        path: path.to_owned(),
+        op: "rename into place",
+        source,
+    };
+    flywheel_model::atomic::replace_file(
+        path,
+        |tmp| {
+            let mut w = crate::TableWriter::create(
+                tmp,
+                TRAIN_COLUMNS,
+                &[(LABEL_META_KEY, json.clone())],
+                4096,
+            )?;
+            let u32s = |f: fn(&TrainExample) -> u32| -> ArrayRef {
+                Arc::new(UInt32Array::from_iter_values(rows.iter().map(f)))
+            };
+            let f32s = |f: fn(&TrainExample) -> f32| -> ArrayRef {
+                Arc::new(Float32Array::from_iter_values(rows.iter().map(f)))
+            };
+            let strs = |f: fn(&TrainExample) -> Option<&str>| -> ArrayRef {
+                Arc::new(rows.iter().map(f).collect::<StringArray>())
+            };
+            let mut ids = ListBuilder::new(UInt32Builder::new()).with_field(Field::new(
+                "item",
+                DataType::UInt32,
+                false,
+            ));
+            let mut lps = ListBuilder::new(Float32Builder::new()).with_field(Field::new(
+                "item",
+                DataType::Float32,
+                false,
+            ));
+            for r in rows {
+                ids.values().append_slice(&r.input_ids);
+                ids.append(true);
+                lps.values().append_slice(&r.sampler_logprobs);
+                lps.append(true);
+            }
+            w.write(vec![
+                (
+                    "task_index",
+                    Arc::new(UInt64Array::from_iter_values(
+                        rows.iter().map(|r| r.task_index),
+                    )),
+                ),
+                ("task_id", strs(|r| Some(&r.task_id))),
+                ("level", strs(|r| r.level.as_deref())),
+                ("attempt", u32s(|r| r.attempt)),
+                ("reflection", u32s(|r| r.reflection)),
+                ("input_ids", Arc::new(ids.finish())),
+                ("span_start", u32s(|r| r.span_start)),
+                ("span_end", u32s(|r| r.span_end)),
+                ("sampler_logprobs", Arc::new(lps.finish())),
+                ("reward", f32s(|r| r.reward)),
+                ("advantage", f32s(|r| r.advantage)),
+                ("retry_reason", strs(|r| Some(&r.retry_reason))),
+                ("finish_reason", strs(|r| Some(&r.finish_reason))),
+                ("model_hash", strs(|r| Some(&r.model_hash))),
+            ])?;
+            w.finish().map(|_| ())
+        },
+        io,
+    )
+}

@@ -145,6 +145,27 @@ impl SpanBatch {
 /// log π(token) of every span token, `[n]` f32 in span order, from the logits divided by
 /// `temperature` (as the sampler drew them). Gradient flows to the model's variables.
 pub fn span_logprobs(model: &Llama, batch: &SpanBatch, temperature: f64) -> Tensor {
+    head(model, batch, temperature, false).0
+}
+
+/// [`span_logprobs`] and the entropy (nats) of the policy at each span position, `[n]` each; the
+/// entropy is detached (a figure, not a loss term).
+pub fn span_logprobs_and_entropy(
+    model: &Llama,
+    batch: &SpanBatch,
+    temperature: f64,
+) -> (Tensor, Tensor) {
+    let (logp, entropy) = head(model, batch, temperature, true);
+    let entropy = entropy.unwrap_or_else(|| logp.zeros_like());
+    (logp, entropy)
+}
+
+fn head(
+    model: &Llama,
+    batch: &SpanBatch,
+    temperature: f64,
+    entropy: bool,
+) -> (Tensor, Option<Tensor>) {
     let hidden = model.hidden_states(
         &batch.input_ids,
         &batch.position_ids,
@@ -154,8 +175,13 @@ pub fn span_logprobs(model: &Llama, batch: &SpanBatch, temperature: f64) -> Tens
     let h = hidden.size()[2];
     let rows = hidden.reshape([-1, h]).index_select(0, &batch.gather);
     let logits = model.logits(&rows) / temperature;
-    logits
-        .log_softmax(-1, Kind::Float)
+    let all = logits.log_softmax(-1, Kind::Float);
+    let logp = all
         .gather(1, &batch.targets.unsqueeze(1), false)
-        .squeeze_dim(1)
+        .squeeze_dim(1);
+    let entropy = entropy.then(|| {
+        let all = all.detach();
+        -(all.exp() * &all).sum_dim_intlist(-1, false, Kind::Float)
+    });
+    (logp, entropy)
 }

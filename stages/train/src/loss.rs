@@ -10,7 +10,8 @@
 use tch::{Kind, Tensor};
 
 /// How per-token losses become one number (TRL's `loss_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Aggregation {
     /// Mean over the step's sequences of each sequence's mean over its loss tokens.
     Grpo,

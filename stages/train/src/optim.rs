@@ -39,7 +39,11 @@ pub fn decays(name: &str) -> bool {
 /// One trained tensor with its moments.
 struct Slot {
     name: String,
+    /// The model's tensor (its gradient drives the update).
     param: Tensor,
+    /// An f32 master copy the update is applied to when the model runs in lower precision; the
+    /// model's tensor is then refreshed from it, so small updates are not rounded away.
+    master: Option<Tensor>,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     decay: bool,
@@ -53,7 +57,8 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// An optimizer over `params` (name, tensor that requires grad), moments at zero.
+    /// An optimizer over `params` (name, tensor that requires grad), moments at zero. Tensors
+    /// that are not f32 get an f32 master copy (see [`AdamW::weights`]).
     pub fn new(params: Vec<(String, Tensor)>, config: AdamWConfig) -> Self {
         let slots = params
             .into_iter()
@@ -61,6 +66,8 @@ impl AdamW {
                 decay: decays(&name),
                 exp_avg: param.zeros_like().to_kind(Kind::Float),
                 exp_avg_sq: param.zeros_like().to_kind(Kind::Float),
+                master: (param.kind() != Kind::Float)
+                    .then(|| tch::no_grad(|| param.detach().to_kind(Kind::Float))),
                 name,
                 param,
             })
@@ -122,15 +129,19 @@ impl AdamW {
                     continue;
                 }
                 let g = grad.to_kind(Kind::Float);
+                let mut target = s.master.as_ref().unwrap_or(&s.param).shallow_clone();
                 if s.decay && c.weight_decay != 0.0 {
-                    let _ = s.param.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                    let _ = target.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
                 let _ = s.exp_avg.lerp_(&g, 1.0 - c.beta1);
                 let _ = s.exp_avg_sq.g_mul_scalar_(c.beta2);
                 let _ = s.exp_avg_sq.addcmul_(&g, &g.g_mul_scalar(1.0 - c.beta2));
                 let denom = s.exp_avg_sq.sqrt() / bias2_sqrt + c.eps;
                 let update = (&s.exp_avg / denom) * (-lr / bias1);
-                let _ = s.param.g_add_(&update.to_kind(s.param.kind()));
+                let _ = target.g_add_(&update);
+                if s.master.is_some() {
+                    s.param.copy_(&target);
+                }
                 let _ = grad.zero_();
             }
         });
@@ -151,6 +162,45 @@ impl AdamW {
                 ]
             })
             .collect()
+    }
+
+    /// The trained weights in f32, named (the master copies where the model runs in lower
+    /// precision): what a checkpoint and the output model hold.
+    pub fn weights(&self) -> Vec<(String, Tensor)> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let t = s.master.as_ref().unwrap_or(&s.param);
+                (s.name.clone(), t.shallow_clone())
+            })
+            .collect()
+    }
+
+    /// Sets the f32 master copies (and through them the model's tensors) from saved `weights`,
+    /// so a lower-precision run resumes from its exact f32 state; a missing tensor is an error.
+    pub fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<(), String> {
+        for s in &mut self.slots {
+            let src = weights
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| format!("checkpoint weights have no `{}`", s.name))?;
+            if src.size() != s.param.size() {
+                return Err(format!(
+                    "`{}` has shape {:?}, expected {:?}",
+                    s.name,
+                    src.size(),
+                    s.param.size()
+                ));
+            }
+            tch::no_grad(|| {
+                if let Some(m) = &mut s.master {
+                    m.copy_(src);
+                }
+                s.param.copy_(src);
+            });
+        }
+        Ok(())
     }
 
     /// Restores moments saved by [`AdamW::state`] and the step count; a missing or misshapen

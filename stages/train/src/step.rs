@@ -1,5 +1,5 @@
 //! One GRPO optimizer step over a batch of examples: micro-batches by a padded-token budget,
-//! π_old computed once before the step's first update (and reused for every iteration μ), the loss
+//! π_old (and π_ref) computed once before the step's first update (and reused for every iteration μ), the loss
 //! of every micro-batch with the step's denominators, accumulated gradients, clipping, AdamW. The
 //! figures practitioners read come back with it.
 
@@ -7,7 +7,8 @@ use flywheel_llama::Llama;
 use flywheel_store::TrainExample;
 use tch::{Kind, Tensor};
 
-use crate::logprobs::{span_logprobs, PackError, Sequence, SpanBatch};
+use crate::correction::{importance_weights, IsCorrection};
+use crate::logprobs::{span_logprobs, span_logprobs_and_entropy, PackError, Sequence, SpanBatch};
 use crate::loss::{grpo_loss, LossConfig, LossError, LossInputs, StepTotals};
 use crate::optim::AdamW;
 
@@ -24,6 +25,10 @@ pub struct StepConfig {
     pub temperature: f64,
     /// The sampler's token limit (`dr_grpo`'s constant).
     pub max_completion_len: usize,
+    /// Sampler/trainer mismatch correction.
+    pub is_correction: IsCorrection,
+    /// Its cap.
+    pub is_cap: f64,
 }
 
 /// What a step measured.
@@ -47,6 +52,10 @@ pub struct StepStats {
     pub logprob_diff_mean: f64,
     /// See `logprob_diff_mean`.
     pub logprob_diff_max: f64,
+    /// Mean entropy of π_old at span positions.
+    pub entropy: f64,
+    /// Mean importance weight over span tokens (1 without correction).
+    pub is_weight_mean: f64,
 }
 
 /// Why a step cannot run.
@@ -138,23 +147,46 @@ pub fn micro_batches(
         .collect()
 }
 
-/// log π_old of every micro-batch (no gradient): the policy before the step's first update.
-pub fn old_logprobs(model: &Llama, batches: &[MicroBatch], temperature: f64) -> Vec<Tensor> {
+/// What a step's updates are measured against, per micro-batch, fixed before the first update.
+pub struct Anchor {
+    /// log π_old of the span tokens `[n]`.
+    pub old: Tensor,
+    /// log π_ref `[n]`, when a reference model is given.
+    pub reference: Option<Tensor>,
+    /// Sum of π_old's entropy over the span tokens.
+    pub entropy_sum: f64,
+}
+
+/// The anchors of every micro-batch (no gradient): π_old is the policy before the step's first
+/// update, reused unchanged for every iteration over the same batch; π_ref comes from the frozen
+/// reference model when β > 0.
+pub fn anchors(
+    model: &Llama,
+    reference: Option<&Llama>,
+    batches: &[MicroBatch],
+    temperature: f64,
+) -> Vec<Anchor> {
     tch::no_grad(|| {
         batches
             .iter()
-            .map(|mb| span_logprobs(model, &mb.batch, temperature))
+            .map(|mb| {
+                let (old, entropy) = span_logprobs_and_entropy(model, &mb.batch, temperature);
+                Anchor {
+                    old,
+                    reference: reference.map(|r| span_logprobs(r, &mb.batch, temperature)),
+                    entropy_sum: entropy.sum(Kind::Double).double_value(&[]),
+                }
+            })
             .collect()
     })
 }
 
-/// One optimizer update at learning rate `lr` over `batches` against `old` (from
-/// [`old_logprobs`], reused unchanged for every iteration of the same batch).
+/// One optimizer update at learning rate `lr` over `batches` against their [`anchors`].
 pub fn update(
     model: &Llama,
     opt: &mut AdamW,
     batches: &[MicroBatch],
-    old: &[Tensor],
+    anchors: &[Anchor],
     cfg: &StepConfig,
     lr: f64,
 ) -> Result<StepStats, StepError> {
@@ -173,18 +205,34 @@ pub fn update(
         ..Default::default()
     };
     let (mut low, mut high, mut kl, mut diff_sum) = (0.0, 0.0, 0.0, 0.0);
-    for (mb, old) in batches.iter().zip(old) {
+    let (mut entropy, mut weight_sum) = (0.0, 0.0);
+    for (mb, anchor) in batches.iter().zip(anchors) {
+        let old = &anchor.old;
         let logp = span_logprobs(model, &mb.batch, cfg.temperature);
         let grid = |t: &Tensor| mb.batch.to_grid(t);
         let mask = mb.batch.mask();
+        let old_grid = grid(old);
+        let weights = importance_weights(
+            cfg.is_correction,
+            cfg.is_cap,
+            &old_grid,
+            &grid(&mb.sampler),
+            &mask,
+        );
+        weight_sum += match &weights {
+            Some(w) => (w * &mask).sum(Kind::Double).double_value(&[]),
+            None => mb.batch.tokens() as f64,
+        };
+        entropy += anchor.entropy_sum;
+        let ref_grid = anchor.reference.as_ref().map(grid);
         let out = grpo_loss(
             &LossInputs {
                 logp: &grid(&logp),
-                old_logp: &grid(old),
-                ref_logp: None,
+                old_logp: &old_grid,
+                ref_logp: ref_grid.as_ref(),
                 advantages: &mb.advantages,
                 mask: &mask,
-                weights: None,
+                weights: weights.as_ref(),
             },
             &cfg.loss,
             &totals,
@@ -206,6 +254,8 @@ pub fn update(
     stats.clip_ratio_high = high / n;
     stats.kl = kl / n;
     stats.logprob_diff_mean = diff_sum / n;
+    stats.entropy = entropy / n;
+    stats.is_weight_mean = weight_sum / n;
     stats.grad_norm = opt.clip_grad_norm(cfg.max_grad_norm);
     opt.step(lr);
     Ok(stats)

@@ -5,7 +5,7 @@
 use flywheel_llama::{tiny, Llama};
 use flywheel_store::TrainExample;
 use flywheel_train::optim::{AdamW, AdamWConfig};
-use flywheel_train::step::{micro_batches, old_logprobs, update, StepConfig, StepError};
+use flywheel_train::step::{anchors, micro_batches, update, StepConfig, StepError};
 use flywheel_train::{Aggregation, LossConfig};
 use tch::{Device, Kind};
 
@@ -51,6 +51,8 @@ fn config(budget: usize) -> StepConfig {
         max_grad_norm: 0.0,
         temperature: 0.7,
         max_completion_len: 16,
+        is_correction: Default::default(),
+        is_cap: 3.0,
     }
 }
 
@@ -62,8 +64,8 @@ fn params(m: &Llama) -> Vec<(String, tch::Tensor)> {
 
 fn span_means(m: &Llama, examples: &[&TrainExample]) -> Vec<f64> {
     let batches = micro_batches(examples, 1 << 20, m.config.vocab_size, Device::Cpu).unwrap();
-    let old = old_logprobs(m, &batches, 0.7);
-    let flat: Vec<f32> = Vec::try_from(&old[0]).unwrap();
+    let old = anchors(m, None, &batches, 0.7);
+    let flat: Vec<f32> = Vec::try_from(&old[0].old).unwrap();
     let mut out = Vec::new();
     let mut at = 0;
     for e in examples {
@@ -90,7 +92,7 @@ fn fixed_advantages_raise_rewarded_and_lower_punished_spans() {
     let batches = micro_batches(&refs, 40, m.config.vocab_size, Device::Cpu).unwrap();
     assert!(batches.len() > 1, "the budget splits the batch");
     for _ in 0..5 {
-        let old = old_logprobs(&m, &batches, 0.7);
+        let old = anchors(&m, None, &batches, 0.7);
         let stats = update(&m, &mut opt, &batches, &old, &config(40), 1e-3).unwrap();
         assert_eq!(stats.span_tokens, 6 + 4 + 8 + 5);
         assert!(stats.grad_norm > 0.0 && stats.loss.is_finite());
@@ -119,7 +121,7 @@ fn the_micro_batch_split_does_not_change_the_step() {
         let m = model(dir.path());
         let mut opt = AdamW::new(params(&m), AdamWConfig::default());
         let batches = micro_batches(&refs, budget, m.config.vocab_size, Device::Cpu).unwrap();
-        let old = old_logprobs(&m, &batches, 0.7);
+        let old = anchors(&m, None, &batches, 0.7);
         let stats = update(&m, &mut opt, &batches, &old, &config(budget), 1e-3).unwrap();
         norms.push((batches.len(), stats.grad_norm, stats.loss));
     }

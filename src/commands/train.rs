@@ -1,0 +1,294 @@
+//! `flywheel train`: masked GRPO on the reflection spans of one or more `train.parquet` files
+//! (stage three), resumable from its checkpoints; a console line per step and a progress bar.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use flywheel_store::StepMetrics;
+use flywheel_train::{
+    Aggregation, DeviceChoice, Dtype, Event, IsCorrection, Length, TrainConfig, TrainError,
+    TrainReport, TrainSettings,
+};
+
+/// Loss aggregation (TRL's `loss_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LossArg {
+    /// Mean over sequences of each sequence's token mean.
+    Grpo,
+    /// Token sum / loss tokens of the step.
+    Bnpo,
+    /// Token sum / (sequences × the sampler's token limit).
+    DrGrpo,
+    /// Token sum / loss tokens of the whole step (TRL's default).
+    Dapo,
+}
+
+/// Sampler/trainer mismatch correction (TRL's `vllm_importance_sampling_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsArg {
+    /// No correction.
+    None,
+    /// Per-token ratio π_old/π_sampler, truncated at --is-cap.
+    TokenTruncate,
+    /// Per-token ratio, 0 where it exceeds --is-cap.
+    TokenMask,
+    /// Per-sequence ratio, truncated at --is-cap.
+    SequenceTruncate,
+    /// Per-sequence ratio, 0 where it exceeds --is-cap.
+    SequenceMask,
+}
+
+/// Where to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainDevice {
+    /// CUDA when libtorch sees a GPU, else the CPU.
+    Auto,
+    /// The CPU (the reference path).
+    Cpu,
+    /// The first GPU; an error when there is none.
+    Cuda,
+}
+
+/// Precision of the forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainDtype {
+    /// f32.
+    F32,
+    /// bf16 with an f32 master copy of the weights.
+    Bf16,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// A `train.parquet` written by `flywheel label`; repeat to train on several (one generation).
+    #[arg(long = "data", required = true, value_name = "TRAIN_PARQUET")]
+    pub data: Vec<PathBuf>,
+    /// The model to start from: the model that generated the data.
+    #[arg(long, value_name = "MODEL_DIR")]
+    pub model: PathBuf,
+    /// Output directory: `model/` (the trained model), `metrics.parquet`, `checkpoint/`.
+    #[arg(long, value_name = "OUT_DIR")]
+    pub out: PathBuf,
+    /// Loss aggregation.
+    #[arg(long, value_enum, default_value_t = LossArg::Dapo)]
+    pub loss: LossArg,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-6)]
+    pub lr: f64,
+    /// KL coefficient against the reference model; 0 loads no reference (the paper used 0.001).
+    #[arg(long, default_value_t = 0.0)]
+    pub beta: f64,
+    /// Reference model for --beta > 0 (default: --model), frozen.
+    #[arg(long, value_name = "DIR")]
+    pub ref_model: Option<PathBuf>,
+    /// Lower clip ε: ratios below 1 − ε stop counting for negative advantages.
+    #[arg(long, default_value_t = 0.2)]
+    pub epsilon: f64,
+    /// Upper clip ε_high (default: --epsilon).
+    #[arg(long)]
+    pub epsilon_high: Option<f64>,
+    /// Examples per optimizer step (the last step of an epoch takes what is left).
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Padded tokens per micro-batch (gradients accumulate over micro-batches exactly).
+    #[arg(long, default_value_t = 4096)]
+    pub micro_batch_tokens: usize,
+    /// Optimizer steps in all (instead of --epochs).
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Passes over the data (default 1).
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Optimizer steps per batch against its fixed π_old (TRL's num_iterations, μ).
+    #[arg(long, default_value_t = 1)]
+    pub iterations: u32,
+    /// Fraction of the steps with a linear learning-rate warmup (then cosine decay to 0).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_ratio: f64,
+    /// Decoupled weight decay (not applied to norms and biases).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip; 0 disables it.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Seed of the per-epoch data order.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Write a checkpoint every N optimizer steps (at batch boundaries) and at the end; 0: at the end only.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub checkpoint_every: u64,
+    /// Device.
+    #[arg(long, value_enum, default_value_t = TrainDevice::Auto)]
+    pub device: TrainDevice,
+    /// Precision.
+    #[arg(long, value_enum, default_value_t = TrainDtype::F32)]
+    pub dtype: TrainDtype,
+    /// Sampler/trainer mismatch correction.
+    #[arg(long, value_enum, default_value_t = IsArg::None)]
+    pub is_correction: IsArg,
+    /// Cap of the importance ratio for --is-correction.
+    #[arg(long, default_value_t = 3.0)]
+    pub is_cap: f64,
+    /// Accept data generated by another model than --model (off-policy training).
+    #[arg(long)]
+    pub off_policy: bool,
+    /// No progress bar or per-step lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl TrainArgs {
+    /// The trainer's configuration these flags set.
+    pub fn config(&self) -> TrainConfig {
+        TrainConfig {
+            data: self.data.clone(),
+            model: self.model.clone(),
+            ref_model: self.ref_model.clone(),
+            out: self.out.clone(),
+            settings: TrainSettings {
+                loss: match self.loss {
+                    LossArg::Grpo => Aggregation::Grpo,
+                    LossArg::Bnpo => Aggregation::Bnpo,
+                    LossArg::DrGrpo => Aggregation::DrGrpo,
+                    LossArg::Dapo => Aggregation::Dapo,
+                },
+                lr: self.lr,
+                beta: self.beta,
+                epsilon: self.epsilon,
+                epsilon_high: self.epsilon_high.unwrap_or(self.epsilon),
+                batch_size: self.batch_size,
+                micro_batch_tokens: self.micro_batch_tokens,
+                length: match (self.steps, self.epochs) {
+                    (Some(s), _) => Length::Steps(s),
+                    (None, e) => Length::Epochs(e.unwrap_or(1)),
+                },
+                iterations: self.iterations,
+                warmup_ratio: self.warmup_ratio,
+                weight_decay: self.weight_decay,
+                max_grad_norm: self.max_grad_norm,
+                seed: self.seed,
+                dtype: match self.dtype {
+                    TrainDtype::F32 => Dtype::F32,
+                    TrainDtype::Bf16 => Dtype::Bf16,
+                },
+                is_correction: match self.is_correction {
+                    IsArg::None => IsCorrection::None,
+                    IsArg::TokenTruncate => IsCorrection::TokenTruncate,
+                    IsArg::TokenMask => IsCorrection::TokenMask,
+                    IsArg::SequenceTruncate => IsCorrection::SequenceTruncate,
+                    IsArg::SequenceMask => IsCorrection::SequenceMask,
+                },
+                is_cap: self.is_cap,
+            },
+            checkpoint_every: self.checkpoint_every,
+            device: match self.device {
+                TrainDevice::Auto => DeviceChoice::Auto,
+                TrainDevice::Cpu => DeviceChoice::Cpu,
+                TrainDevice::Cuda => DeviceChoice::Cuda,
+            },
+            off_policy: self.off_policy,
+        }
+    }
+}
+
+/// One console line of a step's figures.
+pub fn step_line(m: &StepMetrics, total: u64) -> String {
+    format!(
+        "train: step {}/{total} | loss {:.5} | grad_norm {:.4} | lr {:.3e} | reward {:.3}±{:.3} | |A| {:.3} | clip {:.3}/{:.3} | kl {:.5} | entropy {:.3} | Δlogp {:.4}/{:.4} | {} tokens ({} span) | {:.1} s | {:.1} tokens/s",
+        m.step, m.loss, m.grad_norm, m.lr, m.reward_mean, m.reward_std, m.advantage_abs_mean,
+        m.clip_ratio_low, m.clip_ratio_high, m.kl, m.entropy, m.logprob_diff_mean,
+        m.logprob_diff_max, m.tokens, m.span_tokens, m.seconds, m.tokens_per_second
+    )
+}
+
+pub fn run(args: &TrainArgs) -> Result<TrainReport, TrainError> {
+    let config = args.config();
+    let terminal = std::io::stderr().is_terminal();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut total = 0;
+    let quiet = args.quiet;
+    let mut progress = |e: Event<'_>| {
+        if quiet {
+            return;
+        }
+        match e {
+            Event::Start {
+                done,
+                total: t,
+                examples,
+                device,
+            } => {
+                total = t;
+                eprintln!("train: {examples} examples, {t} steps on {device}, {done} done");
+                if terminal {
+                    let b = progress_bar(t);
+                    b.set_position(done);
+                    bar = Some(b);
+                }
+            }
+            Event::Step(m) => {
+                let line = step_line(m, total);
+                match &bar {
+                    Some(b) => {
+                        b.println(&line);
+                        b.set_position(m.step);
+                    }
+                    None => eprintln!("{line}"),
+                }
+            }
+            Event::Checkpoint { step } => {
+                let line = format!("train: checkpoint after step {step}");
+                match &bar {
+                    Some(b) => b.println(&line),
+                    None => eprintln!("{line}"),
+                }
+            }
+        }
+    };
+    let report = flywheel_train::train(&config, &mut progress);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    report
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} steps | eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// The closing line: what was done, where it went, and the peak memory.
+pub fn summary(r: &TrainReport) -> String {
+    if r.already_done {
+        return format!(
+            "train: {} is complete ({} steps); nothing to do",
+            r.out.display(),
+            r.total_steps
+        );
+    }
+    let tokens: u64 = r
+        .metrics
+        .iter()
+        .skip(r.resumed_from as usize)
+        .map(|m| m.tokens)
+        .sum();
+    let resumed = if r.resumed_from > 0 {
+        format!(" (resumed after step {})", r.resumed_from)
+    } else {
+        String::new()
+    };
+    format!(
+        "train: {} steps{resumed} in {:.1} s ({:.1} tokens/s) on {}, peak memory {:.2} GB; model in {}",
+        r.steps_run,
+        r.seconds,
+        tokens as f64 / r.seconds.max(1e-9),
+        r.device,
+        r.peak_rss_bytes as f64 / 1e9,
+        r.out.join(flywheel_train::MODEL_DIR).display()
+    )
+}
