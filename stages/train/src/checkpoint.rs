@@ -144,24 +144,56 @@ pub fn load(out: &Path, state: TrainState) -> Result<Checkpoint, TrainError> {
     })
 }
 
-/// The first field where `found` (a checkpoint's identity) differs from `want` (this
-/// invocation's), with both values, or `None` when they agree.
+/// The first field (dotted path, e.g. `settings.lr`) where `found` (a checkpoint's identity)
+/// differs from `want` (this invocation's), with both values, or `None` when they agree.
 pub fn first_difference(
     want: &serde_json::Value,
     found: &serde_json::Value,
 ) -> Option<(String, String, String)> {
+    diff_at("", want, found)
+}
+
+fn diff_at(
+    path: &str,
+    want: &serde_json::Value,
+    found: &serde_json::Value,
+) -> Option<(String, String, String)> {
     let (Some(w), Some(f)) = (want.as_object(), found.as_object()) else {
-        return (want != found).then(|| ("identity".into(), want.to_string(), found.to_string()));
+        let name = if path.is_empty() { "identity" } else { path };
+        return (want != found).then(|| (name.to_owned(), want.to_string(), found.to_string()));
     };
     let mut keys: Vec<&String> = w.keys().chain(f.keys()).collect();
     keys.sort();
     keys.dedup();
+    let absent = serde_json::Value::Null;
     keys.into_iter().find_map(|k| {
-        let (a, b) = (w.get(k), f.get(k));
-        (a != b).then(|| {
-            let show =
-                |v: Option<&serde_json::Value>| v.map_or("(absent)".into(), |v| v.to_string());
-            (k.clone(), show(a), show(b))
-        })
+        let sub = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        diff_at(
+            &sub,
+            w.get(k).unwrap_or(&absent),
+            f.get(k).unwrap_or(&absent),
+        )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_difference_is_named_by_its_path() {
+        let a = serde_json::json!({"settings": {"lr": 1e-6, "seed": 1}, "data": [{"rows": 3}]});
+        let b = serde_json::json!({"settings": {"lr": 2e-6, "seed": 1}, "data": [{"rows": 3}]});
+        assert_eq!(
+            first_difference(&a, &b),
+            Some(("settings.lr".into(), "1e-6".into(), "2e-6".into()))
+        );
+        assert_eq!(first_difference(&a, &a), None);
+        let c = serde_json::json!({"settings": {"lr": 1e-6, "seed": 1}, "data": [{"rows": 4}]});
+        assert_eq!(first_difference(&a, &c).map(|d| d.0), Some("data".into()));
+    }
 }

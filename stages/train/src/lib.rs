@@ -64,7 +64,7 @@ pub enum TrainError {
         field: &'static str,
     },
     /// The model is not the one the data was generated with.
-    #[error("{model}: its {what} is {found}, the data was generated with {data}")]
+    #[error("{model}: its {what} is {found}, but the data was generated with {data}; pass the model directory whose onnx/ export generated the data")]
     ModelMismatch {
         /// The model directory.
         model: PathBuf,

@@ -172,6 +172,27 @@ fn head(
         &batch.attention_mask,
         None,
     );
+    from_hidden(model, batch, &hidden, temperature, entropy)
+}
+
+/// [`span_logprobs`] from given final hidden states `[b, l, hidden]` (to check where gradient
+/// reaches them: only the rows that predict span tokens).
+pub fn span_logprobs_from_hidden(
+    model: &Llama,
+    batch: &SpanBatch,
+    hidden: &Tensor,
+    temperature: f64,
+) -> Tensor {
+    from_hidden(model, batch, hidden, temperature, false).0
+}
+
+fn from_hidden(
+    model: &Llama,
+    batch: &SpanBatch,
+    hidden: &Tensor,
+    temperature: f64,
+    entropy: bool,
+) -> (Tensor, Option<Tensor>) {
     let h = hidden.size()[2];
     let rows = hidden.reshape([-1, h]).index_select(0, &batch.gather);
     let logits = model.logits(&rows) / temperature;

@@ -448,28 +448,32 @@ fn read_data(
     Ok((meta, all, serde_json::Value::Array(identity), counts))
 }
 
-/// The starting model must tokenize as the data's model did, and (unless off-policy data is
-/// accepted) be that model.
+/// The starting model must be the one that generated the data: generation runs on its ONNX
+/// export, so the data's hashes are compared with `MODEL/onnx` when it exists, else with `MODEL`.
+/// The tokenizer and chat template must always agree; other weights only with `off_policy`.
+/// Returns the hash of the starting weights (the run's identity).
 fn check_model(dir: &Path, meta: &LabelMeta, off_policy: bool) -> Result<String, TrainError> {
-    let files = flywheel_store::model_files_hash(dir)?;
-    if files != meta.model_files_hash {
+    let onnx = dir.join("onnx");
+    let generator = if onnx.is_dir() { onnx } else { dir.to_owned() };
+    let files = flywheel_store::model_files_hash(&generator)?;
+    if files != meta.model_files_hash && !off_policy {
         return Err(TrainError::ModelMismatch {
-            model: dir.to_owned(),
+            model: generator,
             what: "tokenizer and chat template (model_files_hash)",
             data: meta.model_files_hash.clone(),
             found: files,
         });
     }
-    let hash = flywheel_store::model_hash(dir)?;
+    let hash = flywheel_store::model_hash(&generator)?;
     if hash != meta.model_hash && !off_policy {
         return Err(TrainError::ModelMismatch {
-            model: dir.to_owned(),
+            model: generator,
             what: "weights (model_hash)",
             data: meta.model_hash.clone(),
             found: hash,
         });
     }
-    Ok(hash)
+    Ok(flywheel_store::model_hash(dir)?)
 }
 
 /// Every example is checked before the first step, so bad data never stops a run half-way.
