@@ -181,7 +181,8 @@ pub fn anchors(
     })
 }
 
-/// One optimizer update at learning rate `lr` over `batches` against their [`anchors`].
+/// One optimizer update at learning rate `lr` over `batches` against their [`anchors`]:
+/// [`accumulate`], clip, AdamW.
 pub fn update(
     model: &Llama,
     opt: &mut AdamW,
@@ -189,6 +190,20 @@ pub fn update(
     anchors: &[Anchor],
     cfg: &StepConfig,
     lr: f64,
+) -> Result<StepStats, StepError> {
+    let mut stats = accumulate(model, batches, anchors, cfg)?;
+    stats.grad_norm = opt.clip_grad_norm(cfg.max_grad_norm);
+    opt.step(lr);
+    Ok(stats)
+}
+
+/// The loss of every micro-batch, back-propagated: the step's gradient is left accumulated in
+/// the model's variables (`grad_norm` is not measured here).
+pub fn accumulate(
+    model: &Llama,
+    batches: &[MicroBatch],
+    anchors: &[Anchor],
+    cfg: &StepConfig,
 ) -> Result<StepStats, StepError> {
     let span_tokens: i64 = batches.iter().map(|mb| mb.batch.tokens()).sum();
     let sequences: usize = batches
@@ -256,7 +271,5 @@ pub fn update(
     stats.logprob_diff_mean = diff_sum / n;
     stats.entropy = entropy / n;
     stats.is_weight_mean = weight_sum / n;
-    stats.grad_norm = opt.clip_grad_norm(cfg.max_grad_norm);
-    opt.step(lr);
     Ok(stats)
 }

@@ -108,3 +108,94 @@ fn spans_outside_the_sequence_and_foreign_token_ids_are_refused() {
         })
     );
 }
+
+#[test]
+fn gradient_reaches_only_the_hidden_states_that_predict_span_tokens() {
+    use flywheel_train::logprobs::span_logprobs_from_hidden;
+    use flywheel_train::{grpo_loss, Aggregation, LossConfig, LossInputs, StepTotals};
+    let (_dir, model) = model();
+    let a: Vec<u32> = (0..14).map(|i| (i * 5 + 1) % 256).collect();
+    let b: Vec<u32> = (0..9).map(|i| (i * 11 + 2) % 256).collect();
+    let seqs = [
+        Sequence {
+            input_ids: &a,
+            span_start: 8,
+            span_end: 14,
+        },
+        Sequence {
+            input_ids: &b,
+            span_start: 3,
+            span_end: 6,
+        },
+    ];
+    let batch = SpanBatch::pack(&seqs, model.config.vocab_size, Device::Cpu).expect("pack");
+    let hidden = model
+        .hidden_states(
+            &batch.input_ids,
+            &batch.position_ids,
+            &batch.attention_mask,
+            None,
+        )
+        .detach()
+        .set_requires_grad(true);
+    for aggregation in [
+        Aggregation::Grpo,
+        Aggregation::Bnpo,
+        Aggregation::DrGrpo,
+        Aggregation::Dapo,
+    ] {
+        let logp = span_logprobs_from_hidden(&model, &batch, &hidden, 0.7);
+        let grid = batch.to_grid(&logp);
+        let old = grid.detach() - 0.05;
+        let out = grpo_loss(
+            &LossInputs {
+                logp: &grid,
+                old_logp: &old,
+                ref_logp: Some(&(old.shallow_clone() + 0.1)),
+                advantages: &Tensor::from_slice(&[1.3f32, -0.4]),
+                mask: &batch.mask(),
+                weights: None,
+            },
+            &LossConfig {
+                aggregation,
+                beta: 0.1,
+                ..Default::default()
+            },
+            &StepTotals {
+                tokens: 9.0,
+                sequences: 2.0,
+                max_completion_len: 8.0,
+            },
+        )
+        .expect("loss");
+        let mut g = hidden.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+        out.loss.backward();
+        let g = hidden.grad();
+        for (row, s) in seqs.iter().enumerate() {
+            for pos in 0..14usize {
+                let norm = g
+                    .get(row as i64)
+                    .get(pos as i64)
+                    .abs()
+                    .sum(Kind::Double)
+                    .double_value(&[]);
+                // Position p − 1 predicts span token p.
+                let predicts = pos + 1 >= s.span_start && pos + 1 < s.span_end;
+                if predicts {
+                    assert!(
+                        norm > 0.0,
+                        "{aggregation:?}: row {row} position {pos} gets no gradient"
+                    );
+                } else {
+                    assert_eq!(
+                        norm, 0.0,
+                        "{aggregation:?}: row {row} position {pos} is outside the span"
+                    );
+                }
+            }
+        }
+    }
+}
