@@ -149,33 +149,33 @@ pub fn micro_batches(
 
 /// What a step's updates are measured against, per micro-batch, fixed before the first update.
 pub struct Anchor {
-    /// log π_old of the span tokens `[n]`.
-    pub old: Tensor,
+    /// log π_old of the span tokens `[n]` and the sum of π_old's entropy over them; `None` when
+    /// the batch is used once (μ = 1): π_old is then the policy of the gradient pass itself,
+    /// detached, and a separate forward would be wasted.
+    pub old: Option<(Tensor, f64)>,
     /// log π_ref `[n]`, when a reference model is given.
     pub reference: Option<Tensor>,
-    /// Sum of π_old's entropy over the span tokens.
-    pub entropy_sum: f64,
 }
 
-/// The anchors of every micro-batch (no gradient): π_old is the policy before the step's first
-/// update, reused unchanged for every iteration over the same batch; π_ref comes from the frozen
-/// reference model when β > 0.
+/// The anchors of every micro-batch (no gradient): with `keep_old` (μ > 1), π_old, the policy
+/// before the step's first update, reused unchanged for every iteration over the same batch;
+/// π_ref from the frozen reference model when β > 0.
 pub fn anchors(
     model: &Llama,
     reference: Option<&Llama>,
     batches: &[MicroBatch],
     temperature: f64,
+    keep_old: bool,
 ) -> Vec<Anchor> {
     tch::no_grad(|| {
         batches
             .iter()
-            .map(|mb| {
-                let (old, entropy) = span_logprobs_and_entropy(model, &mb.batch, temperature);
-                Anchor {
-                    old,
-                    reference: reference.map(|r| span_logprobs(r, &mb.batch, temperature)),
-                    entropy_sum: entropy.sum(Kind::Double).double_value(&[]),
-                }
+            .map(|mb| Anchor {
+                old: keep_old.then(|| {
+                    let (old, entropy) = span_logprobs_and_entropy(model, &mb.batch, temperature);
+                    (old, entropy.sum(Kind::Double).double_value(&[]))
+                }),
+                reference: reference.map(|r| span_logprobs(r, &mb.batch, temperature)),
             })
             .collect()
     })
@@ -222,11 +222,24 @@ pub fn accumulate(
     let (mut low, mut high, mut kl, mut diff_sum) = (0.0, 0.0, 0.0, 0.0);
     let (mut entropy, mut weight_sum) = (0.0, 0.0);
     for (mb, anchor) in batches.iter().zip(anchors) {
-        let old = &anchor.old;
-        let logp = span_logprobs(model, &mb.batch, cfg.temperature);
+        let (logp, old) = match &anchor.old {
+            Some((old, entropy_sum)) => {
+                entropy += entropy_sum;
+                (
+                    span_logprobs(model, &mb.batch, cfg.temperature),
+                    old.shallow_clone(),
+                )
+            }
+            None => {
+                let (logp, e) = span_logprobs_and_entropy(model, &mb.batch, cfg.temperature);
+                entropy += e.sum(Kind::Double).double_value(&[]);
+                let old = logp.detach();
+                (logp, old)
+            }
+        };
         let grid = |t: &Tensor| mb.batch.to_grid(t);
         let mask = mb.batch.mask();
-        let old_grid = grid(old);
+        let old_grid = grid(&old);
         let weights = importance_weights(
             cfg.is_correction,
             cfg.is_cap,
@@ -238,7 +251,6 @@ pub fn accumulate(
             Some(w) => (w * &mask).sum(Kind::Double).double_value(&[]),
             None => mb.batch.tokens() as f64,
         };
-        entropy += anchor.entropy_sum;
         let ref_grid = anchor.reference.as_ref().map(grid);
         let out = grpo_loss(
             &LossInputs {
@@ -258,7 +270,7 @@ pub fn accumulate(
         low += out.clipped_low;
         high += out.clipped_high;
         kl += out.kl_sum;
-        let d = (old - &mb.sampler).abs();
+        let d = (&old - &mb.sampler).abs();
         diff_sum += d.sum(Kind::Double).double_value(&[]);
         stats.logprob_diff_max = stats
             .logprob_diff_max

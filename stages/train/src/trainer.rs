@@ -246,7 +246,13 @@ pub fn train(
             .collect();
         let t0 = Instant::now();
         let mbs = micro_batches(&batch, s.micro_batch_tokens, vocab, device)?;
-        let anchor = anchors(&model, reference.as_ref(), &mbs, step_cfg.temperature);
+        let anchor = anchors(
+            &model,
+            reference.as_ref(),
+            &mbs,
+            step_cfg.temperature,
+            s.iterations > 1,
+        );
         let (reward_mean, reward_std, adv_abs) = batch_figures(&batch);
         let mut t_start = t0;
         for iteration in 1..=s.iterations {

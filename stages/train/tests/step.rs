@@ -64,8 +64,8 @@ fn params(m: &Llama) -> Vec<(String, tch::Tensor)> {
 
 fn span_means(m: &Llama, examples: &[&TrainExample]) -> Vec<f64> {
     let batches = micro_batches(examples, 1 << 20, m.config.vocab_size, Device::Cpu).unwrap();
-    let old = anchors(m, None, &batches, 0.7);
-    let flat: Vec<f32> = Vec::try_from(&old[0].old).unwrap();
+    let old = anchors(m, None, &batches, 0.7, true);
+    let flat: Vec<f32> = Vec::try_from(&old[0].old.as_ref().unwrap().0).unwrap();
     let mut out = Vec::new();
     let mut at = 0;
     for e in examples {
@@ -92,7 +92,7 @@ fn fixed_advantages_raise_rewarded_and_lower_punished_spans() {
     let batches = micro_batches(&refs, 40, m.config.vocab_size, Device::Cpu).unwrap();
     assert!(batches.len() > 1, "the budget splits the batch");
     for _ in 0..5 {
-        let old = anchors(&m, None, &batches, 0.7);
+        let old = anchors(&m, None, &batches, 0.7, true);
         let stats = update(&m, &mut opt, &batches, &old, &config(40), 1e-3).unwrap();
         assert_eq!(stats.span_tokens, 6 + 4 + 8 + 5);
         assert!(stats.grad_norm > 0.0 && stats.loss.is_finite());
@@ -121,7 +121,7 @@ fn the_micro_batch_split_does_not_change_the_step() {
         let m = model(dir.path());
         let mut opt = AdamW::new(params(&m), AdamWConfig::default());
         let batches = micro_batches(&refs, budget, m.config.vocab_size, Device::Cpu).unwrap();
-        let old = anchors(&m, None, &batches, 0.7);
+        let old = anchors(&m, None, &batches, 0.7, true);
         let stats = update(&m, &mut opt, &batches, &old, &config(budget), 1e-3).unwrap();
         norms.push((batches.len(), stats.grad_norm, stats.loss));
     }
@@ -152,4 +152,39 @@ fn sampler_logprobs_that_do_not_fit_the_span_are_refused() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn a_batch_used_once_needs_no_separate_pi_old_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = [example(0, 9, 6, 0.8), example(1, 14, 4, -0.3)];
+    let refs: Vec<&TrainExample> = ex.iter().collect();
+    let mut out = Vec::new();
+    for keep_old in [true, false] {
+        let m = model(dir.path());
+        let mut opt = AdamW::new(params(&m), AdamWConfig::default());
+        let batches = micro_batches(&refs, 1 << 20, m.config.vocab_size, Device::Cpu).unwrap();
+        let a = anchors(&m, None, &batches, 0.7, keep_old);
+        assert_eq!(a[0].old.is_some(), keep_old);
+        let stats = update(&m, &mut opt, &batches, &a, &config(1 << 20), 1e-3).unwrap();
+        let w: Vec<f32> =
+            Vec::try_from(m.vs.variables()["model.layers.0.self_attn.q_proj.weight"].reshape([-1]))
+                .unwrap();
+        out.push((stats, w));
+    }
+    let ((a, wa), (b, wb)) = (&out[0], &out[1]);
+    assert!((a.loss - b.loss).abs() <= 1e-6 * a.loss.abs().max(1e-6));
+    assert!((a.grad_norm - b.grad_norm).abs() <= 1e-6 * a.grad_norm);
+    assert!((a.entropy - b.entropy).abs() <= 1e-6 * a.entropy);
+    assert_eq!(
+        a.clip_ratio_low + a.clip_ratio_high,
+        0.0,
+        "on policy: ratios are 1"
+    );
+    let d = wa
+        .iter()
+        .zip(wb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(d < 1e-6, "updated weights differ by {d}");
 }

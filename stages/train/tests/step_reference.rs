@@ -114,7 +114,7 @@ fn run_case(f: &Value, kind: &str, budget: usize) -> Outcome {
     let rows = examples(f);
     let refs: Vec<&TrainExample> = rows.iter().collect();
     let batches = micro_batches(&refs, budget, model.config.vocab_size, Device::Cpu).expect("pack");
-    let fixed = anchors(&model, Some(&reference), &batches, cfg.temperature);
+    let fixed = anchors(&model, Some(&reference), &batches, cfg.temperature, true);
     let mut out = Outcome {
         losses: vec![],
         grads: vec![],
