@@ -137,13 +137,14 @@ impl Attention {
         }
     }
 
-    /// `x [b, s, hidden]`, `mask` additive `[b, 1, s, past+s]`; appends to `cache` when given.
+    /// `x [b, s, hidden]`, `mask` additive `[b, 1, s, past+s]` (`None`: causal only, no cache,
+    /// which lets SDPA use its memory-efficient kernel); appends to `cache` when given.
     pub fn forward(
         &self,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         cache: Option<&mut LayerCache>,
     ) -> Tensor {
         let (b, s) = (x.size()[0], x.size()[1]);
@@ -162,9 +163,9 @@ impl Attention {
             &q,
             &k,
             &v,
-            Some(mask),
+            mask,
             0.0,
-            false,
+            mask.is_none(),
             None,
             self.heads != self.kv_heads,
         );
@@ -225,7 +226,7 @@ impl DecoderLayer {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         cache: Option<&mut LayerCache>,
     ) -> Tensor {
         let h = x + self
@@ -423,9 +424,24 @@ impl Llama {
         let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
         let (cos, sin) = self.rotary.tables(position_ids, kind);
         let mask = build_mask(attention_mask, seq, kind);
+        let mask = Some(&mask);
         for (i, layer) in self.layers.iter().enumerate() {
             let lc = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(&x, &cos, &sin, &mask, lc);
+            x = layer.forward(&x, &cos, &sin, mask, lc);
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Final-normed hidden states `[b, s, hidden]` of a right-padded batch without a cache. Every
+    /// padding position follows every real token of its row, so the causal mask alone is exact at
+    /// real positions (padding rows are garbage, never read); no `[b, 1, s, s]` mask is built and
+    /// SDPA may use its memory-efficient kernel, as transformers does for training.
+    pub fn hidden_states_right_padded(&self, input_ids: &Tensor, position_ids: &Tensor) -> Tensor {
+        let kind = self.kind();
+        let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
+        let (cos, sin) = self.rotary.tables(position_ids, kind);
+        for layer in &self.layers {
+            x = layer.forward(&x, &cos, &sin, None, None);
         }
         self.norm.forward(&x)
     }

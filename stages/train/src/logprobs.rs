@@ -6,6 +6,9 @@
 use flywheel_llama::Llama;
 use tch::{Device, Kind, Tensor};
 
+/// Rows per chunk of the entropy figure.
+const ENTROPY_ROWS: i64 = 128;
+
 /// One training sequence: its ids and the span `[start, end)` whose tokens carry the loss.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sequence<'a> {
@@ -166,12 +169,7 @@ fn head(
     temperature: f64,
     entropy: bool,
 ) -> (Tensor, Option<Tensor>) {
-    let hidden = model.hidden_states(
-        &batch.input_ids,
-        &batch.position_ids,
-        &batch.attention_mask,
-        None,
-    );
+    let hidden = model.hidden_states_right_padded(&batch.input_ids, &batch.position_ids);
     from_hidden(model, batch, &hidden, temperature, entropy)
 }
 
@@ -195,14 +193,23 @@ fn from_hidden(
 ) -> (Tensor, Option<Tensor>) {
     let h = hidden.size()[2];
     let rows = hidden.reshape([-1, h]).index_select(0, &batch.gather);
-    let logits = model.logits(&rows) / temperature;
+    // Scaling the rows scales the logits: one `[n, vocab]` tensor fewer than logits / T.
+    let logits = model.logits(&(rows / temperature));
     let all = logits.log_softmax(-1, Kind::Float);
     let logp = all
         .gather(1, &batch.targets.unsqueeze(1), false)
         .squeeze_dim(1);
+    // In row chunks, so the figure adds no `[n, vocab]` temporaries to the step's peak.
     let entropy = entropy.then(|| {
-        let all = all.detach();
-        -(all.exp() * &all).sum_dim_intlist(-1, false, Kind::Float)
+        tch::no_grad(|| {
+            let all = all.detach();
+            let parts: Vec<Tensor> = all
+                .split(ENTROPY_ROWS, 0)
+                .iter()
+                .map(|c| -(c.exp() * c).sum_dim_intlist(-1, false, Kind::Float))
+                .collect();
+            Tensor::cat(&parts, 0)
+        })
     });
     (logp, entropy)
 }

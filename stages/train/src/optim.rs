@@ -94,16 +94,18 @@ impl AdamW {
                 .map(|s| s.param.grad())
                 .filter(Tensor::defined)
                 .collect();
-            let total = grads
+            if grads.is_empty() {
+                return 0.0;
+            }
+            // As torch: the norm of the per-tensor norms, without a copy of any gradient.
+            let norms: Vec<Tensor> = grads
                 .iter()
-                .map(|g| {
-                    g.to_kind(Kind::Double)
-                        .square()
-                        .sum(Kind::Double)
-                        .double_value(&[])
+                .map(|g| match g.kind() {
+                    Kind::Float => g.norm(),
+                    _ => g.to_kind(Kind::Float).norm(),
                 })
-                .sum::<f64>()
-                .sqrt();
+                .collect();
+            let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
             let coef = max_norm / (total + 1e-6);
             if max_norm > 0.0 && coef < 1.0 {
                 for mut g in grads {
@@ -136,9 +138,15 @@ impl AdamW {
                 let _ = s.exp_avg.lerp_(&g, 1.0 - c.beta1);
                 let _ = s.exp_avg_sq.g_mul_scalar_(c.beta2);
                 let _ = s.exp_avg_sq.addcmul_(&g, &g.g_mul_scalar(1.0 - c.beta2));
-                let denom = s.exp_avg_sq.sqrt() / bias2_sqrt + c.eps;
-                let update = (&s.exp_avg / denom) * (-lr / bias1);
-                let _ = target.g_add_(&update);
+                // torch's single-tensor AdamW, in place with one temporary: the denominator,
+                // scaled by −bias1/lr so that `addcdiv_` (value 1 in tch) adds −lr/bias1 · m/denom.
+                if lr != 0.0 {
+                    let mut denom = s.exp_avg_sq.sqrt();
+                    let _ = denom.g_div_scalar_(bias2_sqrt);
+                    let _ = denom.g_add_scalar_(c.eps);
+                    let _ = denom.g_mul_scalar_(-bias1 / lr);
+                    let _ = target.addcdiv_(&s.exp_avg, &denom);
+                }
                 if s.master.is_some() {
                     s.param.copy_(&target);
                 }
