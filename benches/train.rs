@@ -3,6 +3,10 @@
 //! logits only at those positions (`benches/train_peer.py`, TRL's `logits_to_keep`), interleaved
 //! step by step in one run: each measured flywheel step is followed by one peer step. Peak
 //! memory of each process is printed at the end (`VmHWM` here, `ru_maxrss` there).
+//!
+//! `FLYWHEEL_BENCH_MICRO_TOKENS=N` splits the step into micro-batches of N padded tokens (the same
+//! gradient, accumulated exactly); `FLYWHEEL_BENCH_PEER=0` runs without the peer, so that this
+//! process's peak memory is that setting's alone.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -104,7 +108,11 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn bench(c: &mut Criterion) {
     let dir = model_dir();
-    let mut peer = Peer::start(&dir);
+    let env = |k: &str| std::env::var(k).ok();
+    let micro = env("FLYWHEEL_BENCH_MICRO_TOKENS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BATCH * LENGTH);
+    let mut peer = (env("FLYWHEEL_BENCH_PEER").as_deref() != Some("0")).then(|| Peer::start(&dir));
     let mut model = Llama::load(&dir, Device::Cpu, Kind::Float).expect("load");
     model.vs.unfreeze();
     let mut params: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
@@ -114,7 +122,7 @@ fn bench(c: &mut Criterion) {
     let refs: Vec<&TrainExample> = rows.iter().collect();
     let cfg = StepConfig {
         loss: LossConfig::default(),
-        micro_batch_tokens: BATCH * LENGTH,
+        micro_batch_tokens: micro,
         max_grad_norm: 1.0,
         temperature: 0.7,
         max_completion_len: KEEP,
@@ -145,27 +153,32 @@ fn bench(c: &mut Criterion) {
                 let dt = t.elapsed();
                 ours.push(dt.as_secs_f64());
                 total += dt;
-                peer.steps(1);
+                if let Some(p) = peer.as_mut() {
+                    p.steps(1);
+                }
             }
             total
         })
     });
     g.finish();
-    let (o, p) = (median(&mut ours), median(&mut peer.seconds));
+    let o = median(&mut ours);
     let tokens = (BATCH * LENGTH) as f64;
     eprintln!(
-        "train bench: {} interleaved pairs; flywheel median {o:.2} s ({:.0} tokens/s), PyTorch median {p:.2} s ({:.0} tokens/s): {:.2}x",
-        ours.len(),
+        "train bench: micro-batches of {micro} tokens; flywheel median {o:.2} s ({:.0} tokens/s) over {} steps, peak memory {:.2} GB",
         tokens / o,
-        tokens / p,
-        p / o
+        ours.len(),
+        flywheel_train::trainer::peak_rss() as f64 / 1e9
     );
-    eprintln!(
-        "train bench: peak memory flywheel {:.2} GB, PyTorch {:.2} GB",
-        flywheel_train::trainer::peak_rss() as f64 / 1e9,
-        peer.peak as f64 / 1e9
-    );
-    let _ = peer.child.kill();
+    if let Some(mut p) = peer {
+        let m = median(&mut p.seconds);
+        eprintln!(
+            "train bench: PyTorch median {m:.2} s ({:.0} tokens/s) interleaved, peak memory {:.2} GB; flywheel/PyTorch throughput {:.2}x",
+            tokens / m,
+            p.peak as f64 / 1e9,
+            m / o
+        );
+        let _ = p.child.kill();
+    }
 }
 
 criterion_group!(benches, bench);

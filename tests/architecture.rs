@@ -59,10 +59,11 @@ fn libtorch_stays_out_of_the_engine_store_label_model_and_tasks() {
 }
 
 #[test]
-fn onnx_runtime_stays_out_of_the_store_label_model_and_tasks() {
+fn onnx_runtime_stays_out_of_the_store_label_trainer_model_and_tasks() {
     for package in [
         "flywheel-store",
         "flywheel-label",
+        "flywheel-train",
         "flywheel-model",
         "flywheel-datasets",
         "flywheel-core",

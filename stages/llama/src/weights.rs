@@ -109,8 +109,8 @@ impl Weights {
     /// Loads every tensor of the given safetensors files, validating each header.
     pub fn load_files(files: &[PathBuf]) -> Result<Self, WeightsError> {
         let mut tensors = BTreeMap::new();
-        for file in files.iter().cloned() {
-            let bytes = std::fs::read(&file).map_err(|source| WeightsError::Io {
+        for file in files {
+            let bytes = std::fs::read(file).map_err(|source| WeightsError::Io {
                 path: file.clone(),
                 source,
             })?;
@@ -119,7 +119,7 @@ impl Weights {
                 source,
             })?;
             for (name, view) in st.tensors() {
-                let kind = kind_of(&file, &name, view.dtype())?;
+                let kind = kind_of(file, &name, view.dtype())?;
                 let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
                 let t = Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|source| {
                     WeightsError::Torch {

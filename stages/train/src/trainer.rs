@@ -357,7 +357,9 @@ fn check_settings(s: &TrainSettings, c: &TrainConfig) -> Result<(), TrainError> 
             format!("{} is not a finite coefficient ≥ 0", s.beta),
         );
     }
-    if !(0.0..1.0).contains(&s.epsilon) || !(s.epsilon_high.is_finite() && s.epsilon_high >= 0.0) {
+    let clip_ok =
+        (0.0..1.0).contains(&s.epsilon) && s.epsilon_high.is_finite() && s.epsilon_high >= 0.0;
+    if !clip_ok {
         return bad(
             "--epsilon",
             format!(
@@ -538,7 +540,7 @@ fn check_examples(
 
 /// The order of `epoch`: a seeded shuffle of all examples, and the seed it came from.
 pub fn epoch_order(seed: u64, epoch: u32, n: usize) -> (u64, Vec<u32>) {
-    let s = SplitMix64::derive(seed, &[0x7472_6169_6e, u64::from(epoch)]);
+    let s = SplitMix64::derive(seed, &[0x0074_7261_696e, u64::from(epoch)]);
     let mut order: Vec<u32> = (0..n as u32).collect();
     SplitMix64::new(s).shuffle(&mut order);
     (s, order)

@@ -201,14 +201,13 @@ fn resuming_with_other_settings_is_refused_naming_the_field() {
     );
 }
 
+/// A change to the examples or the label settings of a data file.
+type Edit = Box<dyn Fn(&mut Vec<TrainExample>, &mut LabelMeta)>;
+
 #[test]
 fn bad_data_is_refused_before_any_step_and_nothing_is_written() {
     let f = fixture(4);
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&mut Vec<TrainExample>, &mut LabelMeta)>,
-        &str,
-    )> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         ("span", Box::new(|e, _| e[2].span_end += 5), "row 2: span"),
         (
             "start",
