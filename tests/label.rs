@@ -127,11 +127,5 @@ fn label_cli_prints_json_and_a_summary_and_fails_cleanly_on_a_missing_run() {
 
 #[test]
 fn readme_documents_every_train_parquet_column() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README");
-    let table = flywheel_store::table::markdown(flywheel_store::TRAIN_COLUMNS);
-    assert!(
-        readme.contains(table.trim()),
-        "README's train.parquet table is out of date; it must contain:\n{table}"
-    );
+    common::assert_readme_documents("train.parquet", flywheel_store::TRAIN_COLUMNS);
 }

@@ -219,11 +219,5 @@ fn kill_9_at_checkpoints_then_rerun_equals_an_uninterrupted_run() {
 
 #[test]
 fn readme_documents_every_metrics_parquet_column() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README");
-    let table = flywheel_store::table::markdown(flywheel_store::METRICS_COLUMNS);
-    assert!(
-        readme.contains(table.trim()),
-        "README's metrics.parquet table is out of date; it must contain:\n{table}"
-    );
+    common::assert_readme_documents("metrics.parquet", flywheel_store::METRICS_COLUMNS);
 }

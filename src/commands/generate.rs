@@ -285,7 +285,8 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
     // On a terminal a progress bar; elsewhere (cron, a log file, a test) one line each time more
     // tasks are stored, which is what a log reader (or a test waiting to kill it) can rely on.
     let total = hi - lo;
-    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| progress_bar(total));
+    let bar = (!args.quiet && std::io::stderr().is_terminal())
+        .then(|| super::progress_bar(total, "tasks | {msg}"));
     if !args.quiet {
         let bar = bar.clone();
         let mut rate = 0.0f64;
@@ -353,14 +354,4 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
         seconds,
         peak_rss_bytes: peak_rss_bytes(),
     })
-}
-
-fn progress_bar(len: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] {pos}/{len} tasks | {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
 }

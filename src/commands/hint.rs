@@ -23,6 +23,9 @@ fn hint_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     if let Some(e) = e.downcast_ref::<PipelineError>() {
         return pipeline(e);
     }
+    if let Some(e) = e.downcast_ref::<flywheel_train::TrainError>() {
+        return train(e);
+    }
     // Transparent wrappers hide their inner error from the chain: look inside them.
     if let Some(e) = e.downcast_ref::<GenerateError>() {
         return match e {
@@ -67,6 +70,21 @@ fn pipeline(e: &PipelineError) -> Option<&'static str> {
         PipelineError::InputChanged { .. } => {
             Some("use a new --out directory for a different input")
         }
+        _ => None,
+    }
+}
+
+fn train(e: &flywheel_train::TrainError) -> Option<&'static str> {
+    use flywheel_train::TrainError;
+    match e {
+        TrainError::Changed { .. } => {
+            Some("rerun with the checkpoint's settings and data to resume, or use a new --out")
+        }
+        TrainError::Foreign { .. } => Some("use a new --out directory"),
+        TrainError::ModelMismatch { .. } => {
+            Some("pass --off-policy to train on data another model generated")
+        }
+        TrainError::Atomic(a) => atomic(a),
         _ => None,
     }
 }

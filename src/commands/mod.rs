@@ -70,3 +70,15 @@ impl DtypeArg {
         }
     }
 }
+
+/// The progress bar of long commands: elapsed time, bar, `pos/len` then `unit` (an indicatif
+/// template tail such as `"steps | eta {eta}"`).
+pub fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit}"
+    ))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}

@@ -221,7 +221,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainReport, TrainError> {
                 total = t;
                 eprintln!("train: {examples} examples, {t} steps on {device}, {done} done");
                 if terminal {
-                    let b = progress_bar(t);
+                    let b = super::progress_bar(t, "steps | eta {eta}");
                     b.set_position(done);
                     bar = Some(b);
                 }
@@ -250,16 +250,6 @@ pub fn run(args: &TrainArgs) -> Result<TrainReport, TrainError> {
         b.finish_and_clear();
     }
     report
-}
-
-fn progress_bar(len: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] {pos}/{len} steps | eta {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
 }
 
 /// The closing line: what was done, where it went, and the peak memory.

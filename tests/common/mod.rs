@@ -129,3 +129,15 @@ pub fn cached_vs_full_max_diff(model: &Llama, ids: &Tensor, p: i64) -> (f64, i64
     }
     (worst, cache.len())
 }
+
+/// Fails unless the README contains the Markdown table of `columns` (as `table::markdown` writes
+/// it), naming the file the table documents.
+pub fn assert_readme_documents(file: &str, columns: &[flywheel_store::Column]) {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README");
+    let table = flywheel_store::table::markdown(columns);
+    assert!(
+        readme.contains(table.trim()),
+        "README's {file} table is out of date; it must contain:\n{table}"
+    );
+}

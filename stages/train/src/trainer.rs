@@ -180,6 +180,18 @@ pub fn train(
             path: checkpoint::dir(out),
             detail,
         };
+        // The identity matched, so the data is the same; a state that does not fit it is damaged.
+        let st = &ck.state;
+        if st.order.len() as u64 != n
+            || st.position > n
+            || st.order.iter().any(|&i| u64::from(i) >= n)
+        {
+            return Err(bad(format!(
+                "state.json: an order of {} examples at position {} does not fit the data's {n}",
+                st.order.len(),
+                st.position
+            )));
+        }
         opt.load_weights(&to_device(&ck.weights, device))
             .map_err(bad)?;
         opt.load_state(&to_device(&ck.moments, device), ck.state.step)

@@ -34,14 +34,9 @@ fn vector(v: &Value) -> Tensor {
     Tensor::from_slice(&data)
 }
 
+/// The aggregation TRL names `name` (its `loss_type`), through the settings' own names.
 fn aggregation(name: &str) -> Aggregation {
-    match name {
-        "grpo" => Aggregation::Grpo,
-        "bnpo" => Aggregation::Bnpo,
-        "dr_grpo" => Aggregation::DrGrpo,
-        "dapo" => Aggregation::Dapo,
-        other => panic!("unknown aggregation {other}"),
-    }
+    serde_json::from_value(serde_json::json!(name)).expect("a TRL loss_type")
 }
 
 struct Batch {

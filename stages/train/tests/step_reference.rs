@@ -57,14 +57,9 @@ fn examples(f: &Value) -> Vec<TrainExample> {
         .collect()
 }
 
+/// The aggregation TRL names `name` (its `loss_type`), through the settings' own names.
 fn aggregation(name: &str) -> Aggregation {
-    match name {
-        "grpo" => Aggregation::Grpo,
-        "bnpo" => Aggregation::Bnpo,
-        "dr_grpo" => Aggregation::DrGrpo,
-        "dapo" => Aggregation::Dapo,
-        other => panic!("unknown aggregation {other}"),
-    }
+    serde_json::from_value(serde_json::json!(name)).expect("a TRL loss_type")
 }
 
 /// max |a − b| / max |b| over a tensor's elements.

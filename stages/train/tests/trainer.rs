@@ -349,3 +349,37 @@ fn bf16_trains_with_f32_master_weights_and_cuda_fails_clearly_without_a_gpu() {
         assert!(!c.out.exists());
     }
 }
+
+#[test]
+fn a_damaged_checkpoint_is_an_error_not_a_panic() {
+    let f = fixture(6);
+    let s = TrainSettings {
+        length: Length::Epochs(3),
+        ..settings()
+    };
+    let mut c = config(&f, "out", s);
+    run(&c).unwrap();
+    let ck = c.out.join("checkpoint");
+    std::fs::remove_dir_all(c.out.join(MODEL_DIR)).unwrap();
+    // Resuming needs the checkpoint itself: damage its parts one at a time.
+    let state = std::fs::read_to_string(ck.join("state.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    v["order"] = serde_json::json!([0, 1]);
+    std::fs::write(ck.join("state.json"), v.to_string()).unwrap();
+    let msg = run(&c).unwrap_err().to_string();
+    assert!(msg.contains("does not fit"), "{msg}");
+    std::fs::write(ck.join("state.json"), "{not json").unwrap();
+    let msg = run(&c).unwrap_err().to_string();
+    assert!(msg.contains("state.json"), "{msg}");
+    std::fs::write(ck.join("state.json"), &state).unwrap();
+    let opt = std::fs::read(ck.join("optimizer.safetensors")).unwrap();
+    std::fs::write(ck.join("optimizer.safetensors"), &opt[..opt.len() / 2]).unwrap();
+    let msg = run(&c).unwrap_err().to_string();
+    assert!(msg.contains("optimizer.safetensors"), "{msg}");
+    std::fs::write(ck.join("optimizer.safetensors"), &opt).unwrap();
+    // Repaired, the run writes its model again from the final checkpoint.
+    c.checkpoint_every = 0;
+    let r = run(&c).unwrap();
+    assert_eq!(r.steps_run, 0);
+    assert!(c.out.join(MODEL_DIR).join("model.safetensors").is_file());
+}
