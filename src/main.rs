@@ -21,6 +21,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Training examples from a run's rollouts: one per reflection, rewarded by its retry.
     Label(commands::label::LabelArgs),
+    /// Held-out first-try and second-try accuracy with 95% intervals (and the change from a baseline).
+    Eval(commands::eval::EvalArgs),
     /// Masked GRPO on the reflection tokens of train.parquet (libtorch), resumable.
     Train(commands::train::TrainArgs),
     /// Greedy completion of a chat prompt with the libtorch model.
@@ -71,6 +73,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Label(args) => {
             let report = commands::label::run(&args)?;
             eprintln!("{report}");
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Eval(args) => {
+            let report = commands::eval::run(&args)?;
+            eprint!("{report}");
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Train(args) => {

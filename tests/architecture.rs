@@ -36,11 +36,12 @@ fn crates(tree: &str) -> Vec<&str> {
 }
 
 #[test]
-fn libtorch_stays_out_of_the_engine_store_label_model_and_tasks() {
+fn libtorch_stays_out_of_the_engine_store_label_eval_model_and_tasks() {
     for package in [
         "flywheel-generate",
         "flywheel-store",
         "flywheel-label",
+        "flywheel-eval",
         "flywheel-model",
         "flywheel-datasets",
         "flywheel-runtime",
@@ -59,11 +60,12 @@ fn libtorch_stays_out_of_the_engine_store_label_model_and_tasks() {
 }
 
 #[test]
-fn onnx_runtime_stays_out_of_the_store_label_trainer_model_and_tasks() {
+fn onnx_runtime_stays_out_of_the_store_label_trainer_eval_model_and_tasks() {
     for package in [
         "flywheel-store",
         "flywheel-label",
         "flywheel-train",
+        "flywheel-eval",
         "flywheel-model",
         "flywheel-datasets",
         "flywheel-core",

@@ -1,6 +1,7 @@
 //! One file per subcommand: clap arguments plus a `run` function that returns a report.
 
 pub mod complete;
+pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod hint;

@@ -1,0 +1,13 @@
+//! Held-out evaluation: from an evaluation run's store (greedy or sampled attempts, one reflection
+//! and retry after each failure), the first-try and second-try accuracy with 95% Wilson
+//! intervals, overall and per level, and the paired change between two evaluations of the same
+//! tasks (exact McNemar test and a paired-bootstrap interval). Plain data in, plain data out.
+
+pub mod stats;
+pub mod summary;
+
+pub use stats::{mcnemar_exact, paired_bootstrap, wilson, Interval};
+pub use summary::{
+    compare, markdown, outcomes, summarize, Accuracy, Change, EvalError, LevelSummary, Outcome,
+    PairedChange,
+};
