@@ -91,10 +91,16 @@ pub fn train(
     let device = pick_device(config.device)?;
     let (meta, examples, data_identity, counts) = read_data(&config.data)?;
     let model_hash = check_model(&config.model, &meta, config.off_policy)?;
-    let vocab = flywheel_model::config::ModelConfig::load(&config.model)
-        .map_err(|e| TrainError::Load(e.into()))?
-        .vocab_size;
-    check_examples(&config.data, &counts, &examples, vocab)?;
+    let model_config = flywheel_model::config::ModelConfig::load(&config.model)
+        .map_err(|e| TrainError::Load(e.into()))?;
+    let vocab = model_config.vocab_size;
+    check_examples(
+        &config.data,
+        &counts,
+        &examples,
+        vocab,
+        usize::try_from(model_config.max_position_embeddings).unwrap_or(usize::MAX),
+    )?;
     let ref_dir = (s.beta > 0.0).then(|| config.ref_model.clone().unwrap_or(config.model.clone()));
     let ref_hash = match &ref_dir {
         Some(d) => Some(flywheel_store::model_hash(d)?),
@@ -502,6 +508,7 @@ fn check_examples(
     counts: &[usize],
     rows: &[TrainExample],
     vocab: usize,
+    context: usize,
 ) -> Result<(), TrainError> {
     // The file and row of the `i`-th example of the concatenation.
     let locate = |mut i: usize| {
@@ -518,6 +525,12 @@ fn check_examples(
             let (path, row) = locate(i);
             TrainError::Example { path, row, detail }
         };
+        if e.input_ids.len() > context {
+            return Err(bad(format!(
+                "{} tokens, longer than the model's context ({context})",
+                e.input_ids.len()
+            )));
+        }
         let len = e.input_ids.len() as u32;
         if e.span_start == 0 || e.span_start >= e.span_end || e.span_end > len {
             return Err(bad(format!(

@@ -242,6 +242,17 @@ fn bad_data_is_refused_before_any_step_and_nothing_is_written() {
             "weights (model_hash)",
         ),
         ("empty", Box::new(|e, _| e.clear()), "no training examples"),
+        (
+            "context",
+            Box::new(|e, _| {
+                let r = &mut e[2];
+                r.input_ids = vec![7; 100_000];
+                r.span_start = 99_990;
+                r.span_end = 100_000;
+                r.sampler_logprobs = vec![-1.0; 10];
+            }),
+            "row 2: 100000 tokens, longer than the model's context",
+        ),
     ];
     for (name, edit, want) in cases {
         let mut rows = examples(4);
