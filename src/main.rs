@@ -13,6 +13,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A new run directory for the whole loop: documented settings and round 0's checked model.
+    Init(commands::init::InitArgs),
     /// Import a model (GGUF file or Hugging Face directory) as a flywheel model directory.
     Import(commands::import::ImportArgs),
     /// Export a model directory to an ONNX decoder folder (onnxruntime-genai layout).
@@ -47,6 +49,18 @@ fn main() -> std::process::ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Init(args) => {
+            let report = commands::init::run(&args)?;
+            eprintln!(
+                "init: {} ({} training and {} held-out instances); round 0's model checked (max |Δlogit| {:.2e}); settings in {}",
+                report.run_dir.display(),
+                report.train_tasks,
+                report.eval_tasks,
+                report.parity_max_abs_diff,
+                report.run_dir.join(flywheel::run::config::CONFIG_FILE).display()
+            );
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
         Command::Import(args) => {
             let report = commands::import::run(&args)?;
             println!("{}", serde_json::to_string_pretty(&report)?);

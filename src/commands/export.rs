@@ -53,7 +53,21 @@ pub enum ExportCommandError {
     Parity(#[from] ParityError),
     #[error("--check compares an f32 export with the f32 tch model; export with --dtype f32")]
     CheckNeedsF32,
+    /// ONNX Runtime and tch disagree beyond [`PARITY_TOLERANCE`] or in a greedy choice.
+    #[error("{out}: export parity failed: max |Δlogit| {max_abs_diff:.3e} (tolerance {PARITY_TOLERANCE:.0e}), greedy choices identical: {greedy_identical}")]
+    ParityFailed {
+        /// The export folder.
+        out: std::path::PathBuf,
+        /// The largest logit difference.
+        max_abs_diff: f64,
+        /// Whether every greedy choice agreed.
+        greedy_identical: bool,
+    },
 }
+
+/// Largest |Δlogit| between ONNX Runtime and tch that `--check` accepts (f32; SmolLM2's fused
+/// graph stays within it, the tiny model within 1e-4).
+pub const PARITY_TOLERANCE: f64 = 1e-3;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ExportCommandReport {
@@ -95,6 +109,13 @@ pub fn run(args: &ExportArgs) -> Result<ExportCommandReport, ExportCommandError>
             "export --check: max |Δlogit| prefill {:.2e}, decode {:.2e}, greedy identical: {}",
             report.prefill_max_abs_diff, report.decode_max_abs_diff, report.greedy_identical
         );
+        if !(report.max_abs_diff() < PARITY_TOLERANCE && report.greedy_identical) {
+            return Err(ExportCommandError::ParityFailed {
+                out: out.clone(),
+                max_abs_diff: report.max_abs_diff(),
+                greedy_identical: report.greedy_identical,
+            });
+        }
         Some(report)
     } else {
         None

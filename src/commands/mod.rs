@@ -6,6 +6,7 @@ pub mod export;
 pub mod generate;
 pub mod hint;
 pub mod import;
+pub mod init;
 pub mod label;
 pub mod train;
 pub mod verify;

@@ -138,7 +138,13 @@ impl OrtDecoder {
     }
 }
 
+/// Max |a − b|; infinite when either side has a non-finite logit (NaN would otherwise vanish in
+/// `f64::max` and a broken model would pass).
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) != 0;
+    if !finite(a) || !finite(b) {
+        return f64::INFINITY;
+    }
     (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
         .abs()
         .max()

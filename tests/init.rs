@@ -1,0 +1,171 @@
+//! `flywheel init` on the tiny model: the layout, a documented `flywheel.toml` that reads back as
+//! the report's settings with `--set` applied, round 0 exported and parity-checked as `current`;
+//! an existing directory, an unknown setting, a malformed input and a model whose export fails
+//! its parity check are refused with nothing left behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use flywheel::commands::init::{self, InitArgs};
+use flywheel::run::config::RunConfig;
+
+fn args(run: &Path, model: &Path) -> InitArgs {
+    let (task, data) = common::tiny_task();
+    InitArgs {
+        run_dir: run.to_owned(),
+        task: Some(task.display().to_string()),
+        train_input: Some(data.clone()),
+        eval_input: Some(data),
+        model: Some(model.to_owned()),
+        gguf: None,
+        config: None,
+        sets: vec![
+            "round.tasks=8".into(),
+            "train.lr=1e-4".into(),
+            "export.fused=false".into(),
+        ],
+        threads: 1,
+    }
+}
+
+fn tiny(dir: &Path) -> PathBuf {
+    let m = dir.join("tiny");
+    flywheel_llama::tiny::create(&m, 17).expect("tiny");
+    m
+}
+
+#[test]
+fn init_lays_out_round_zero_and_documented_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tiny(dir.path());
+    let run = dir.path().join("run");
+    let r = init::run(&args(&run, &model)).expect("init");
+    for p in [
+        "flywheel.toml",
+        "current",
+        "rounds/0000/model/config.json",
+        "rounds/0000/model/model.safetensors",
+        "rounds/0000/model/onnx/model.onnx",
+        "rounds/0000/model/onnx/genai_config.json",
+    ] {
+        assert!(run.join(p).is_file(), "{p}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(run.join("current")).expect("current"),
+        "0000\n"
+    );
+    let text = std::fs::read_to_string(run.join("flywheel.toml")).expect("toml");
+    let c = RunConfig::parse(&text, Path::new("flywheel.toml")).expect("parse");
+    assert_eq!(c, r.config);
+    assert_eq!(
+        (c.round.tasks, c.train.lr, c.export.fused),
+        (8, 1e-4, false)
+    );
+    assert!(c.task.train_input.is_absolute());
+    assert!(
+        text.contains("# peak learning rate\nlr = 0.0001\n"),
+        "{text}"
+    );
+    assert_eq!(r.train_tasks, 40);
+    assert!(r.parity_max_abs_diff < 1e-4);
+    assert_eq!(
+        r.model_hash,
+        flywheel_store::model_hash(&run.join("rounds/0000/model/onnx")).unwrap()
+    );
+
+    // Again: refused, nothing changed. From the written settings with one more change: equal.
+    let e = init::run(&args(&run, &model)).unwrap_err().to_string();
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("flywheel.toml")).unwrap(),
+        text
+    );
+    let other = dir.path().join("other");
+    let from_file = InitArgs {
+        task: None,
+        train_input: None,
+        eval_input: None,
+        config: Some(run.join("flywheel.toml")),
+        sets: vec!["generate.reflections=6".into()],
+        ..args(&other, &model)
+    };
+    let r2 = init::run(&from_file).expect("init from a settings file");
+    assert_eq!(r2.config.generate.reflections, 6);
+    assert_eq!(r2.config.train.lr, 1e-4);
+}
+
+#[test]
+fn bad_settings_inputs_and_a_failing_parity_check_leave_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tiny(dir.path());
+    let run = dir.path().join("run");
+    let cases: Vec<(InitArgs, &str)> = vec![
+        (
+            InitArgs {
+                sets: vec!["train.learning_rate=1".into()],
+                ..args(&run, &model)
+            },
+            "`train.learning_rate` is not a setting",
+        ),
+        (
+            InitArgs {
+                sets: vec!["train.loss=ppo".into()],
+                ..args(&run, &model)
+            },
+            "train.loss = \"ppo\": expected one of grpo, bnpo, dr_grpo, dapo",
+        ),
+        (
+            InitArgs {
+                task: None,
+                ..args(&run, &model)
+            },
+            "--task is required",
+        ),
+        (
+            InitArgs {
+                task: Some("no_such_task".into()),
+                ..args(&run, &model)
+            },
+            "no_such_task",
+        ),
+    ];
+    for (a, want) in cases {
+        let e = init::run(&a).unwrap_err().to_string();
+        assert!(e.contains(want), "{want}: {e}");
+        assert!(!run.exists(), "{want}: nothing written");
+    }
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"broken\n").unwrap();
+    let e = init::run(&InitArgs {
+        train_input: Some(bad),
+        ..args(&run, &model)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("bad.jsonl"), "{e}");
+    assert!(!run.exists());
+
+    // A NaN in one weight: ONNX Runtime and tch disagree, the parity check fails, nothing stays.
+    let broken = dir.path().join("broken");
+    flywheel_llama::tiny::create(&broken, 17).expect("tiny");
+    let w = flywheel_llama::weights::Weights::load_dir(&broken).expect("weights");
+    let tensors: Vec<flywheel_llama::weights::RawTensor> = w
+        .tensors
+        .iter()
+        .map(|(name, (_, t))| {
+            let t = if name == "model.layers.0.mlp.down_proj.weight" {
+                let t = t.copy();
+                let _ = t.get(0).get(0).fill_(f64::NAN);
+                t
+            } else {
+                t.shallow_clone()
+            };
+            flywheel_llama::weights::RawTensor::from_tensor(name.clone(), &t).expect("raw")
+        })
+        .collect();
+    flywheel_llama::weights::save(&broken.join("model.safetensors"), &tensors).expect("save");
+    let e = init::run(&args(&run, &broken)).unwrap_err().to_string();
+    assert!(e.contains("export parity failed"), "{e}");
+    assert!(!run.exists(), "a failed init leaves no run directory");
+}
