@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// A new run directory for the whole loop: documented settings and round 0's checked model.
     Init(commands::init::InitArgs),
+    /// The next round of a run: generate, label, train, export (checked), evaluate, promote.
+    Round(commands::round::RoundArgs),
     /// Import a model (GGUF file or Hugging Face directory) as a flywheel model directory.
     Import(commands::import::ImportArgs),
     /// Export a model directory to an ONNX decoder folder (onnxruntime-genai layout).
@@ -59,6 +61,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 report.parity_max_abs_diff,
                 report.run_dir.join(flywheel::run::config::CONFIG_FILE).display()
             );
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Round(args) => {
+            let report = commands::round::run(&args)?;
+            if let Some(holder) = &report.busy {
+                eprintln!("{holder}");
+            }
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Import(args) => {

@@ -8,6 +8,7 @@ pub mod hint;
 pub mod import;
 pub mod init;
 pub mod label;
+pub mod round;
 pub mod train;
 pub mod verify;
 

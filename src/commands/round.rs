@@ -1,0 +1,555 @@
+//! `flywheel round RUN_DIR`: the next round's missing stages in order — generate on the round's
+//! slice of the training tasks → label → train → export (parity must pass) → evaluate on the
+//! held-out tasks → promote (`current` is replaced atomically, only after the export passed).
+//! Each stage resumes itself after `kill -9`; finished work is never redone. One `round` per run
+//! directory at a time: a second one prints the holder and exits 0, so cron can fire freely.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+
+use super::eval::{self, EvalArgs, EvalCommandError};
+use super::export::{self, ExportArgs, ExportCommandError};
+use super::generate::{self, GenerateArgs, GenerateError};
+use super::label::{self, LabelArgs, ScaleArg};
+use super::train::{self as train_cmd, IsArg, LossArg, TrainArgs, TrainDevice, TrainDtype};
+use super::{DeviceArg, TaskFlags};
+use crate::run::config::{ConfigError, RunConfig, CONFIG_FILE};
+use crate::run::{model_dir, round_dir, CURRENT_FILE};
+
+/// The lock file of a run directory.
+pub const LOCK_FILE: &str = "round.lock";
+/// A finished round's report.
+pub const ROUND_FILE: &str = "round.json";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RoundArgs {
+    /// The run directory (made by `flywheel init`).
+    pub run_dir: PathBuf,
+    /// Rounds to run (each continues from the last promoted model).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
+    /// No per-stage progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Why a round stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    /// The settings could not be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Not a run directory, or a damaged one.
+    #[error("{path}: {detail}")]
+    Layout {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The training input has no instances left for this round.
+    #[error("round {round}: the training input has {total} instances, none left for instances {start}..{end}")]
+    Exhausted {
+        /// The round.
+        round: u32,
+        /// Instances in the input.
+        total: u64,
+        /// The round's slice.
+        start: u64,
+        /// Its end.
+        end: u64,
+    },
+    /// A setting of the file has a value the stage refuses.
+    #[error("{key} = {value:?} is not a value the stage takes")]
+    Value {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// Stage one failed.
+    #[error("round {round}: generate: {source}")]
+    Generate {
+        /// The round.
+        round: u32,
+        /// The cause.
+        source: GenerateError,
+    },
+    /// Stage two failed.
+    #[error("round {round}: label: {source}")]
+    Label {
+        /// The round.
+        round: u32,
+        /// The cause.
+        source: flywheel_label::LabelError,
+    },
+    /// Stage three failed.
+    #[error("round {round}: train: {source}")]
+    Train {
+        /// The round.
+        round: u32,
+        /// The cause.
+        source: flywheel_train::TrainError,
+    },
+    /// The export or its parity check failed: the round is not promoted.
+    #[error("round {round}: export: {source}; `current` stays on round {current}")]
+    Export {
+        /// The round.
+        round: u32,
+        /// The promoted round.
+        current: u32,
+        /// The cause.
+        source: ExportCommandError,
+    },
+    /// The evaluation failed.
+    #[error("round {round}: eval: {source}")]
+    Eval {
+        /// The round.
+        round: u32,
+        /// The cause.
+        source: EvalCommandError,
+    },
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An atomic write failed.
+    #[error(transparent)]
+    Atomic(#[from] flywheel_model::atomic::AtomicDirError),
+}
+
+/// How a round ended.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct RoundOutcome {
+    /// The round.
+    pub round: u32,
+    /// `promoted`, or `no_signal` (too few mixed groups: not trained).
+    pub status: String,
+    /// The model it started from (the promoted round then).
+    pub from_round: u32,
+    /// Training instances of its slice.
+    pub tasks: u64,
+    /// Groups with both outcomes, and the minimum the settings ask for.
+    pub groups_mixed: u64,
+    /// Training examples kept by label.
+    pub examples: u64,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Held-out first-try and second-try accuracy of the round's model (promoted rounds).
+    pub eval_first: Option<f64>,
+    /// See `eval_first`.
+    pub eval_second: Option<f64>,
+}
+
+/// What an invocation did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoundReport {
+    /// Rounds finished by this invocation.
+    pub rounds: Vec<RoundOutcome>,
+    /// Another invocation held the lock: nothing was done.
+    pub busy: Option<String>,
+    /// The promoted round at the end.
+    pub current: u32,
+}
+
+/// The run directory's lock, removed on drop.
+struct Lock(PathBuf);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Takes the lock, or names the live holder. A lock whose process is gone is taken over.
+fn lock(run: &Path) -> Result<Result<Lock, String>, RoundError> {
+    let path = run.join(LOCK_FILE);
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                writeln!(f, "{} {now}", std::process::id()).map_err(|source| RoundError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                return Ok(Ok(Lock(path)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let mut it = text.split_whitespace();
+                let pid: Option<u32> = it.next().and_then(|p| p.parse().ok());
+                let since: u64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                if alive {
+                    return Ok(Err(format!(
+                        "round: {} is being worked on by pid {} since unix time {since}; nothing to do",
+                        run.display(),
+                        pid.unwrap_or(0)
+                    )));
+                }
+                // The holder died (kill -9): its work resumes from the stores.
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(source) => return Err(RoundError::Io { path, source }),
+        }
+    }
+    Err(RoundError::Layout {
+        path,
+        detail: "the lock file could not be taken".into(),
+    })
+}
+
+fn current(run: &Path) -> Result<u32, RoundError> {
+    let path = run.join(CURRENT_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| RoundError::Layout {
+        path: path.clone(),
+        detail: format!("{e} (not a run directory: make one with `flywheel init`)"),
+    })?;
+    text.trim().parse().map_err(|_| RoundError::Layout {
+        path,
+        detail: format!("{:?} is not a round number", text.trim()),
+    })
+}
+
+/// The highest round with a directory (0 when only round 0 exists).
+fn last_round(run: &Path) -> u32 {
+    std::fs::read_dir(run.join("rounds"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// A settings string as the stage command's value (`dr_grpo` and `dr-grpo` alike).
+fn value<T: ValueEnum>(key: &'static str, v: &str) -> Result<T, RoundError> {
+    T::from_str(v, true)
+        .or_else(|_| T::from_str(&v.replace('_', "-"), true))
+        .map_err(|_| RoundError::Value {
+            key,
+            value: v.to_owned(),
+        })
+}
+
+/// Writes round `k`'s slice of the training input (records k−1 … in blocks of `tasks`, blank
+/// lines not counted) once; returns its instance count.
+fn slice(c: &RunConfig, k: u32, path: &Path) -> Result<u64, RoundError> {
+    let start = u64::from(k - 1) * c.round.tasks;
+    let end = start + c.round.tasks;
+    if path.is_file() {
+        return Ok(count_lines(path));
+    }
+    let input = &c.task.train_input;
+    let file = std::fs::File::open(input).map_err(|source| RoundError::Io {
+        path: input.clone(),
+        source,
+    })?;
+    let mut out = String::new();
+    let mut record = 0u64;
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|source| RoundError::Io {
+            path: input.clone(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if (start..end).contains(&record) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        record += 1;
+    }
+    if record <= start {
+        return Err(RoundError::Exhausted {
+            round: k,
+            total: record,
+            start,
+            end,
+        });
+    }
+    flywheel_model::atomic::write_file(path, out.as_bytes())?;
+    Ok(count_lines(path))
+}
+
+fn count_lines(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count() as u64)
+        .unwrap_or(0)
+}
+
+/// Held-out evaluation of round `r`'s model into `rounds/r/eval` (resumes itself).
+fn evaluate(
+    c: &RunConfig,
+    run: &Path,
+    r: u32,
+    task_flags: &TaskFlags,
+    quiet: bool,
+) -> Result<eval::EvalReport, RoundError> {
+    let baseline = (r > 0).then(|| round_dir(run, 0).join("eval"));
+    eval::run(&EvalArgs {
+        model: model_dir(run, r).join("onnx"),
+        task: c.task.name.clone(),
+        input: c.task.eval_input.clone(),
+        task_flags: task_flags.clone(),
+        out: round_dir(run, r).join("eval"),
+        limit: (c.eval.limit > 0).then_some(c.eval.limit),
+        samples: c.eval.samples,
+        temperature: Some(c.eval.temperature as f32),
+        max_new_tokens: c.eval.max_new_tokens as usize,
+        batch_size: c.generate.batch_size as usize,
+        seed: c.generate.seed,
+        baseline,
+        device: value("generate.device", &c.generate.device)?,
+        threads: c.generate.threads as usize,
+        prefix_cache_mib: c.generate.prefix_cache_mib as usize,
+        quiet,
+    })
+    .map_err(|source| RoundError::Eval { round: r, source })
+}
+
+/// Runs one round: the next unfinished one.
+fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, RoundError> {
+    let from = current(run)?;
+    let last = last_round(run);
+    let finished = |r: u32| round_dir(run, r).join(ROUND_FILE).is_file();
+    let k = if last == 0 || finished(last) {
+        last + 1
+    } else {
+        last
+    };
+    let dir = round_dir(run, k);
+    std::fs::create_dir_all(&dir).map_err(|source| RoundError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let say = |stage: &str| {
+        if !quiet {
+            eprintln!("round {k}: {stage}");
+        }
+    };
+    let task_flags = TaskFlags {
+        prompts: (!c.task.prompts.is_empty()).then(|| PathBuf::from(&c.task.prompts)),
+        feedback: c.task.feedback,
+    };
+    // Round 0's held-out accuracy is every later round's baseline.
+    if !round_dir(run, 0).join("eval/eval.json").is_file() {
+        say("evaluate round 0 (the baseline)");
+        evaluate(c, run, 0, &task_flags, quiet)?;
+    }
+    let start_model = model_dir(run, from);
+    let tasks_file = dir.join("tasks.jsonl");
+    let tasks = slice(c, k, &tasks_file)?;
+    say(&format!(
+        "generate on {tasks} training instances with round {from}'s model"
+    ));
+    let g = &c.generate;
+    generate::run(&GenerateArgs {
+        model: start_model.join("onnx"),
+        task: c.task.name.clone(),
+        input: tasks_file,
+        task_flags: task_flags.clone(),
+        limit: None,
+        out: dir.join("generate"),
+        attempts: g.attempts,
+        reflections: g.reflections,
+        batch_size: g.batch_size as usize,
+        temperature: g.temperature as f32,
+        top_p: g.top_p as f32,
+        top_k: g.top_k as usize,
+        max_new_tokens: g.max_new_tokens as usize,
+        seed: g.seed + u64::from(k),
+        shard: None,
+        device: value::<DeviceArg>("generate.device", &g.device)?,
+        threads: g.threads as usize,
+        prefix_cache_mib: g.prefix_cache_mib as usize,
+        quiet,
+    })
+    .map_err(|source| RoundError::Generate { round: k, source })?;
+    say("label");
+    let l = &c.label;
+    let labelled = label::run(&LabelArgs {
+        runs: vec![dir.join("generate")],
+        out: Some(dir.join(flywheel_store::TRAIN_FILE)),
+        scale: value::<ScaleArg>("label.scale", &l.scale)?,
+        keep_zero_std: l.keep_zero_std,
+        drop_truncated: l.drop_truncated,
+        min_tokens: l.min_tokens,
+        max_tokens: (l.max_tokens > 0).then_some(l.max_tokens),
+    })
+    .map_err(|source| RoundError::Label { round: k, source })?;
+    let mut outcome = RoundOutcome {
+        round: k,
+        status: "no_signal".into(),
+        from_round: from,
+        tasks,
+        groups_mixed: labelled.counts.groups_mixed,
+        examples: labelled.counts.kept,
+        steps: 0,
+        eval_first: None,
+        eval_second: None,
+    };
+    if labelled.counts.groups_mixed < c.round.min_mixed_groups.max(1) || labelled.counts.kept == 0 {
+        say(&format!(
+            "{} groups with both outcomes (at least {} needed): not trained, `current` stays on round {from}",
+            labelled.counts.groups_mixed, c.round.min_mixed_groups
+        ));
+        write_outcome(&dir, &outcome)?;
+        return Ok(outcome);
+    }
+    say(&format!("train on {} examples", labelled.counts.kept));
+    let t = &c.train;
+    let trained = train_cmd::run(&TrainArgs {
+        data: vec![dir.join(flywheel_store::TRAIN_FILE)],
+        model: start_model.clone(),
+        out: dir.join("train"),
+        loss: value::<LossArg>("train.loss", &t.loss)?,
+        lr: t.lr,
+        beta: t.beta,
+        ref_model: None,
+        epsilon: t.epsilon,
+        epsilon_high: Some(t.epsilon_high),
+        batch_size: t.batch_size as usize,
+        micro_batch_tokens: t.micro_batch_tokens as usize,
+        steps: None,
+        epochs: Some(t.epochs),
+        iterations: t.iterations,
+        warmup_ratio: t.warmup_ratio,
+        weight_decay: t.weight_decay,
+        max_grad_norm: t.max_grad_norm,
+        seed: t.seed,
+        checkpoint_every: t.checkpoint_every,
+        device: value::<TrainDevice>("train.device", &t.device)?,
+        dtype: value::<TrainDtype>("train.dtype", &t.dtype)?,
+        is_correction: value::<IsArg>("train.is_correction", &t.is_correction)?,
+        is_cap: t.is_cap,
+        off_policy: false,
+        quiet,
+    })
+    .map_err(|source| RoundError::Train { round: k, source })?;
+    outcome.steps = trained.total_steps;
+    // The round's model: the trained directory's files, linked (not copied) into `model/`.
+    let model = model_dir(run, k);
+    if !model.join("model.safetensors").is_file() {
+        let trained_dir = dir.join("train").join(flywheel_train::MODEL_DIR);
+        flywheel_model::atomic::write_dir(&model, true, |tmp| -> Result<(), RoundError> {
+            for e in std::fs::read_dir(&trained_dir).map_err(|source| RoundError::Io {
+                path: trained_dir.clone(),
+                source,
+            })? {
+                let e = e.map_err(|source| RoundError::Io {
+                    path: trained_dir.clone(),
+                    source,
+                })?;
+                let to = tmp.join(e.file_name());
+                std::fs::hard_link(e.path(), &to)
+                    .or_else(|_| std::fs::copy(e.path(), &to).map(|_| ()))
+                    .map_err(|source| RoundError::Io { path: to, source })?;
+            }
+            Ok(())
+        })?;
+    }
+    say("export and check parity");
+    export::run(&ExportArgs {
+        model: model.clone(),
+        out: None,
+        dtype: export::DtypeChoice::F32,
+        fused: c.export.fused,
+        force: true,
+        check: true,
+        threads: c.generate.threads as usize,
+    })
+    .map_err(|source| RoundError::Export {
+        round: k,
+        current: from,
+        source,
+    })?;
+    say("evaluate on the held-out instances");
+    let e = evaluate(c, run, k, &task_flags, quiet)?;
+    outcome.eval_first = Some(e.levels[0].first.rate);
+    outcome.eval_second = Some(e.levels[0].second.rate);
+    outcome.status = "promoted".into();
+    // Promote: `current` names the round only once its export passed parity.
+    flywheel_model::atomic::write_file(&run.join(CURRENT_FILE), format!("{k:04}\n").as_bytes())?;
+    write_outcome(&dir, &outcome)?;
+    retain(run, k, c.round.keep_rounds)?;
+    say(&format!(
+        "promoted (held-out first try {:.1}%, second try {:.1}%)",
+        100.0 * e.levels[0].first.rate,
+        100.0 * e.levels[0].second.rate
+    ));
+    Ok(outcome)
+}
+
+/// With `keep > 0`, removes the heavy files (the ONNX export, the optimizer moments) of rounds
+/// older than the last `keep`; never round 0's model, never the promoted round, never a Parquet
+/// file or a model's safetensors.
+fn retain(run: &Path, promoted: u32, keep: u64) -> Result<(), RoundError> {
+    if keep == 0 {
+        return Ok(());
+    }
+    for r in 1..promoted {
+        if u64::from(promoted - r) < keep {
+            continue;
+        }
+        let d = round_dir(run, r);
+        let onnx = model_dir(run, r).join("onnx");
+        if onnx.is_dir() {
+            std::fs::remove_dir_all(&onnx)
+                .map_err(|source| RoundError::Io { path: onnx, source })?;
+        }
+        let moments = d.join("train/checkpoint/optimizer.safetensors");
+        if moments.is_file() {
+            std::fs::remove_file(&moments).map_err(|source| RoundError::Io {
+                path: moments,
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn write_outcome(dir: &Path, o: &RoundOutcome) -> Result<(), RoundError> {
+    let json = serde_json::to_vec_pretty(o).unwrap_or_default();
+    Ok(flywheel_model::atomic::write_file(
+        &dir.join(ROUND_FILE),
+        &json,
+    )?)
+}
+
+pub fn run(args: &RoundArgs) -> Result<RoundReport, RoundError> {
+    let run_dir = &args.run_dir;
+    let config = RunConfig::load(&run_dir.join(CONFIG_FILE))?;
+    let _lock = match lock(run_dir)? {
+        Ok(l) => l,
+        Err(holder) => {
+            return Ok(RoundReport {
+                rounds: vec![],
+                busy: Some(holder),
+                current: current(run_dir)?,
+            })
+        }
+    };
+    let mut rounds = Vec::new();
+    for _ in 0..args.rounds {
+        rounds.push(one_round(run_dir, &config, args.quiet)?);
+    }
+    Ok(RoundReport {
+        rounds,
+        busy: None,
+        current: current(run_dir)?,
+    })
+}

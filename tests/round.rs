@@ -1,0 +1,172 @@
+//! `flywheel round` on the tiny model and the user task it passes often: two rounds lay out their
+//! stages, round 2 generates with round 1's promoted model, `current` follows; a live lock holder
+//! makes a second invocation a no-op that names it.
+
+mod common;
+
+use std::path::Path;
+
+use flywheel::commands::init::{self, InitArgs};
+use flywheel::commands::round::{self, RoundArgs};
+
+fn init_run(dir: &Path) -> std::path::PathBuf {
+    init_with(dir, None, &[])
+}
+
+fn init_with(
+    dir: &Path,
+    task: Option<(String, std::path::PathBuf)>,
+    more: &[&str],
+) -> std::path::PathBuf {
+    let model = dir.join("tiny");
+    flywheel_llama::tiny::create(&model, 17).expect("tiny");
+    let (task, data) = match task {
+        Some(t) => t,
+        None => {
+            let (t, d) = common::tiny_task();
+            (t.display().to_string(), d)
+        }
+    };
+    let run = dir.join("run");
+    let sets = [
+        "round.tasks=12",
+        "generate.temperature=1.0",
+        "generate.max_new_tokens=12",
+        "generate.batch_size=8",
+        "generate.threads=1",
+        "generate.device=cpu",
+        "generate.prefix_cache_mib=64",
+        "train.lr=1e-3",
+        "train.batch_size=4",
+        "train.device=cpu",
+        "train.checkpoint_every=2",
+        "export.fused=false",
+        "eval.limit=8",
+        "eval.max_new_tokens=12",
+    ];
+    init::run(&InitArgs {
+        run_dir: run.clone(),
+        task: Some(task),
+        train_input: Some(data.clone()),
+        eval_input: Some(data),
+        model: Some(model),
+        gguf: None,
+        config: None,
+        sets: sets.iter().chain(more).map(|s| s.to_string()).collect(),
+        threads: 1,
+    })
+    .expect("init");
+    run
+}
+
+#[test]
+fn two_rounds_chain_their_models_and_a_held_lock_is_a_no_op() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = init_with(dir.path(), None, &["round.keep_rounds=2"]);
+    let report = round::run(&RoundArgs {
+        run_dir: run.clone(),
+        rounds: 3,
+        quiet: true,
+    })
+    .expect("round");
+    assert_eq!(report.rounds.len(), 3);
+    for r in &report.rounds {
+        assert_eq!(r.status, "promoted", "{r:?}");
+        assert!(r.steps > 0 && r.examples > 0);
+    }
+    assert_eq!(report.current, 3);
+    assert_eq!(
+        std::fs::read_to_string(run.join("current")).unwrap(),
+        "0003\n"
+    );
+    for p in [
+        "rounds/0000/eval/eval.json",
+        "rounds/0001/tasks.jsonl",
+        "rounds/0001/generate/rollouts.parquet",
+        "rounds/0001/train.parquet",
+        "rounds/0001/train/metrics.parquet",
+        "rounds/0001/model/model.safetensors",
+        "rounds/0003/model/onnx/model.onnx",
+        "rounds/0001/eval/eval.json",
+        "rounds/0001/round.json",
+        "rounds/0002/round.json",
+    ] {
+        assert!(run.join(p).is_file(), "{p}");
+    }
+    // Round 2 generated with round 1's promoted model; round 1 with round 0's.
+    let meta = |r: &str| {
+        let store = flywheel_store::Store::open_existing(&run.join(format!("rounds/{r}/generate")))
+            .unwrap();
+        store.meta().unwrap()
+    };
+    let hash =
+        |r: &str| flywheel_store::model_hash(&run.join(format!("rounds/{r}/model/onnx"))).unwrap();
+    assert_eq!(meta("0001").model_hash, hash("0000"));
+    assert_eq!(meta("0003").model_hash, hash("0002"));
+    assert_ne!(hash("0002"), hash("0000"), "the rounds trained");
+    // Retention (keep 2): round 1's export and moments are gone, its Parquet files and weights
+    // stay; round 0's model and the promoted round are whole.
+    assert!(!run.join("rounds/0001/model/onnx").exists());
+    assert!(!run
+        .join("rounds/0001/train/checkpoint/optimizer.safetensors")
+        .exists());
+    for p in [
+        "rounds/0001/model/model.safetensors",
+        "rounds/0001/train/metrics.parquet",
+        "rounds/0001/eval/rollouts.parquet",
+    ] {
+        assert!(run.join(p).is_file(), "{p} is kept");
+    }
+    // Round slices are disjoint blocks of the training input.
+    let a = std::fs::read_to_string(run.join("rounds/0001/tasks.jsonl")).unwrap();
+    let b = std::fs::read_to_string(run.join("rounds/0002/tasks.jsonl")).unwrap();
+    assert_eq!((a.lines().count(), b.lines().count()), (12, 12));
+    assert!(a.lines().all(|l| !b.contains(l)));
+
+    // A live holder: the second invocation says who and does nothing.
+    std::fs::write(
+        run.join("round.lock"),
+        format!("{} 1700000000\n", std::process::id()),
+    )
+    .unwrap();
+    let busy = round::run(&RoundArgs {
+        run_dir: run.clone(),
+        rounds: 1,
+        quiet: true,
+    })
+    .expect("busy is not an error");
+    let holder = busy.busy.expect("holder");
+    assert!(
+        holder.contains(&format!("pid {}", std::process::id())),
+        "{holder}"
+    );
+    assert!(busy.rounds.is_empty());
+    assert!(!run.join("rounds/0004").exists());
+    assert!(
+        run.join("round.lock").is_file(),
+        "the holder's lock is left alone"
+    );
+}
+
+#[test]
+fn a_round_without_signal_ends_without_training_and_keeps_current() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The tiny model never solves Countdown: every group fails alike.
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/data/countdown/test.jsonl");
+    let run = init_with(
+        dir.path(),
+        Some(("countdown".into(), input)),
+        &["round.tasks=4", "eval.limit=4"],
+    );
+    let r = round::run(&RoundArgs {
+        run_dir: run.clone(),
+        rounds: 1,
+        quiet: true,
+    })
+    .expect("round");
+    assert_eq!(r.rounds[0].status, "no_signal");
+    assert_eq!((r.rounds[0].groups_mixed, r.rounds[0].steps), (0, 0));
+    assert_eq!(r.current, 0);
+    assert!(!run.join("rounds/0001/train").exists());
+    assert!(run.join("rounds/0001/round.json").is_file());
+}
