@@ -1,6 +1,8 @@
-//! `flywheel round` on the tiny model and the user task it passes often: two rounds lay out their
-//! stages, round 2 generates with round 1's promoted model, `current` follows; a live lock holder
-//! makes a second invocation a no-op that names it.
+//! `flywheel round` on the tiny model and the user task it passes often: three rounds lay out
+//! their stages, each generates with the previous promoted model, `current` follows, retention
+//! removes only old heavy files; a live lock holder makes a second invocation a no-op that names
+//! it; a round without signal ends untrained; `kill -9` inside generate and train, rerun, equals
+//! an uninterrupted run.
 
 mod common;
 
@@ -8,10 +10,6 @@ use std::path::Path;
 
 use flywheel::commands::init::{self, InitArgs};
 use flywheel::commands::round::{self, RoundArgs};
-
-fn init_run(dir: &Path) -> std::path::PathBuf {
-    init_with(dir, None, &[])
-}
 
 fn init_with(
     dir: &Path,
@@ -169,4 +167,90 @@ fn a_round_without_signal_ends_without_training_and_keeps_current() {
     assert_eq!(r.current, 0);
     assert!(!run.join("rounds/0001/train").exists());
     assert!(run.join("rounds/0001/round.json").is_file());
+}
+
+/// Trained weights and training examples of every round, which a crashed-and-resumed run must
+/// reproduce exactly.
+fn outcome(run: &Path, rounds: u32) -> Vec<(Vec<u8>, Vec<flywheel_store::TrainExample>)> {
+    (1..=rounds)
+        .map(|r| {
+            let d = run.join(format!("rounds/{r:04}"));
+            (
+                std::fs::read(d.join("model/model.safetensors")).expect("weights"),
+                flywheel_store::read_train(&d.join("train.parquet"))
+                    .expect("train")
+                    .1,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reference = init_with(&dir.path().join("a"), None, &[]);
+    round::run(&RoundArgs {
+        run_dir: reference.clone(),
+        rounds: 2,
+        quiet: true,
+    })
+    .expect("reference");
+    let crashed = init_with(&dir.path().join("b"), None, &[]);
+    let cli = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_flywheel"));
+        c.arg("round").arg(&crashed).args(["--rounds", "1"]);
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    };
+    // Acknowledgement protocol: kill right after a stage says it stored work. Each invocation
+    // does one round (as from cron): killed inside round 1's generate, then inside its train,
+    // then left to finish round 1, then killed inside round 2's generate.
+    fn stored(l: &str) -> bool {
+        l.strip_prefix("generate: ")
+            .and_then(|l| l.split('/').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= 4)
+    }
+    let points: [fn(&str) -> bool; 4] = [
+        stored,
+        |l| l.starts_with("train: checkpoint after step 2"),
+        |_| false,
+        stored,
+    ];
+    let mut kills = 0;
+    for point in points {
+        let mut child = cli().spawn().expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut hit = false;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if point(&line) {
+                hit = true;
+                break;
+            }
+        }
+        if hit && child.try_wait().expect("wait").is_none() {
+            child.kill().expect("kill -9");
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    assert_eq!(kills, 3, "a stage finished before it could be killed");
+    for _ in 0..3 {
+        if std::fs::read_to_string(crashed.join("current")).unwrap() == "0002\n" {
+            break;
+        }
+        let status = cli().stderr(Stdio::null()).status().expect("rerun");
+        assert!(status.success());
+    }
+    assert_eq!(
+        std::fs::read_to_string(crashed.join("current")).unwrap(),
+        std::fs::read_to_string(reference.join("current")).unwrap()
+    );
+    let (want, got) = (outcome(&reference, 2), outcome(&crashed, 2));
+    for (r, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(g.1, w.1, "round {}: training examples", r + 1);
+        assert!(g.0 == w.0, "round {}: trained weights differ", r + 1);
+    }
 }
