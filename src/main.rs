@@ -17,6 +17,8 @@ enum Command {
     Init(commands::init::InitArgs),
     /// The next round of a run: generate, label, train, export (checked), evaluate, promote.
     Round(commands::round::RoundArgs),
+    /// Per-round figures of a run from its Parquet files (a table, or JSON with --json).
+    Stats(commands::stats::StatsArgs),
     /// Import a model (GGUF file or Hugging Face directory) as a flywheel model directory.
     Import(commands::import::ImportArgs),
     /// Export a model directory to an ONNX decoder folder (onnxruntime-genai layout).
@@ -69,6 +71,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{holder}");
             }
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Stats(args) => {
+            let rows = commands::stats::run(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", commands::stats::markdown(&rows));
+            }
         }
         Command::Import(args) => {
             let report = commands::import::run(&args)?;

@@ -121,6 +121,44 @@ fn two_rounds_chain_their_models_and_a_held_lock_is_a_no_op() {
     assert_eq!((a.lines().count(), b.lines().count()), (12, 12));
     assert!(a.lines().all(|l| !b.contains(l)));
 
+    // stats: every round's figures agree with its stores and reports.
+    let rows = flywheel::commands::stats::run(&flywheel::commands::stats::StatsArgs {
+        run_dir: run.clone(),
+        json: true,
+    })
+    .expect("stats");
+    assert_eq!(
+        rows.iter().map(|r| r.round).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    assert_eq!(rows[0].status, "initial");
+    for (row, outcome) in rows[1..].iter().zip(&report.rounds) {
+        let g = row.generate.as_ref().expect("generate figures");
+        assert_eq!((row.status.as_str(), g.tasks), ("promoted", 12));
+        assert_eq!(
+            row.label.as_ref().expect("label").examples,
+            outcome.examples
+        );
+        assert_eq!(row.train.as_ref().expect("train").steps, outcome.steps);
+        assert_eq!(row.eval_first, outcome.eval_first);
+        assert!(row.seconds.contains_key("train"));
+        let store = flywheel_store::Store::open_existing(
+            &run.join(format!("rounds/{:04}/generate", row.round)),
+        )
+        .unwrap();
+        let (mut n, mut passed) = (0u64, 0u64);
+        store
+            .for_each_attempt(|a| {
+                n += 1;
+                passed += u64::from(a.pass);
+                Ok(())
+            })
+            .unwrap();
+        assert!((g.first_try.expect("rate") - passed as f64 / n as f64).abs() < 1e-12);
+    }
+    let table = flywheel::commands::stats::markdown(&rows);
+    assert!(table.contains("| 1 | promoted | 12 |"), "{table}");
+
     // A live holder: the second invocation says who and does nothing.
     std::fs::write(
         run.join("round.lock"),

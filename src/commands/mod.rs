@@ -9,6 +9,7 @@ pub mod import;
 pub mod init;
 pub mod label;
 pub mod round;
+pub mod stats;
 pub mod train;
 pub mod verify;
 

@@ -145,6 +145,9 @@ pub struct RoundOutcome {
     pub eval_first: Option<f64>,
     /// See `eval_first`.
     pub eval_second: Option<f64>,
+    /// Wall seconds per stage in the invocation that finished it (`generate`, `label`, `train`,
+    /// `export`, `eval`; a stage resumed after a crash counts only its last invocation).
+    pub seconds: std::collections::BTreeMap<String, f64>,
 }
 
 /// What an invocation did.
@@ -356,6 +359,12 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
     say(&format!(
         "generate on {tasks} training instances with round {from}'s model"
     ));
+    let mut seconds = std::collections::BTreeMap::new();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |name: &str, seconds: &mut std::collections::BTreeMap<String, f64>| {
+        seconds.insert(name.to_owned(), clock.elapsed().as_secs_f64());
+        clock = std::time::Instant::now();
+    };
     let g = &c.generate;
     generate::run(&GenerateArgs {
         model: start_model.join("onnx"),
@@ -379,6 +388,7 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
         quiet,
     })
     .map_err(|source| RoundError::Generate { round: k, source })?;
+    lap("generate", &mut seconds);
     say("label");
     let l = &c.label;
     let labelled = label::run(&LabelArgs {
@@ -391,6 +401,7 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
         max_tokens: (l.max_tokens > 0).then_some(l.max_tokens),
     })
     .map_err(|source| RoundError::Label { round: k, source })?;
+    lap("label", &mut seconds);
     let mut outcome = RoundOutcome {
         round: k,
         status: "no_signal".into(),
@@ -401,6 +412,7 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
         steps: 0,
         eval_first: None,
         eval_second: None,
+        seconds: seconds.clone(),
     };
     if labelled.counts.groups_mixed < c.round.min_mixed_groups.max(1) || labelled.counts.kept == 0 {
         say(&format!(
@@ -441,6 +453,7 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
     })
     .map_err(|source| RoundError::Train { round: k, source })?;
     outcome.steps = trained.total_steps;
+    lap("train", &mut seconds);
     // The round's model: the trained directory's files, linked (not copied) into `model/`.
     let model = model_dir(run, k);
     if !model.join("model.safetensors").is_file() {
@@ -477,11 +490,14 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
         current: from,
         source,
     })?;
+    lap("export", &mut seconds);
     say("evaluate on the held-out instances");
     let e = evaluate(c, run, k, &task_flags, quiet)?;
     outcome.eval_first = Some(e.levels[0].first.rate);
     outcome.eval_second = Some(e.levels[0].second.rate);
     outcome.status = "promoted".into();
+    lap("eval", &mut seconds);
+    outcome.seconds = seconds;
     // Promote: `current` names the round only once its export passed parity.
     flywheel_model::atomic::write_file(&run.join(CURRENT_FILE), format!("{k:04}\n").as_bytes())?;
     write_outcome(&dir, &outcome)?;
