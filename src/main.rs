@@ -55,14 +55,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => {
             let report = commands::init::run(&args)?;
-            eprintln!(
-                "init: {} ({} training and {} held-out instances); round 0's model checked (max |Δlogit| {:.2e}); settings in {}",
-                report.run_dir.display(),
-                report.train_tasks,
-                report.eval_tasks,
-                report.parity_max_abs_diff,
-                report.run_dir.join(flywheel::run::config::CONFIG_FILE).display()
-            );
+            match report.parity_max_abs_diff {
+                Some(diff) => eprintln!(
+                    "init: {} ({} training and {} held-out instances); round 0's model checked (max |Δlogit| {diff:.2e}); settings in {}",
+                    report.run_dir.display(),
+                    report.train_tasks,
+                    report.eval_tasks,
+                    report.run_dir.join(flywheel::run::config::CONFIG_FILE).display()
+                ),
+                None => eprintln!(
+                    "init: {} already exists with these settings; nothing to do",
+                    report.run_dir.display()
+                ),
+            }
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Round(args) => {

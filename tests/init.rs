@@ -68,15 +68,21 @@ fn init_lays_out_round_zero_and_documented_settings() {
         "{text}"
     );
     assert_eq!(r.train_tasks, 40);
-    assert!(r.parity_max_abs_diff < 1e-4);
+    assert!(r.parity_max_abs_diff.expect("checked") < 1e-4);
     assert_eq!(
         r.model_hash,
         flywheel_store::model_hash(&run.join("rounds/0000/model/onnx")).unwrap()
     );
 
-    // Again: refused, nothing changed. From the written settings with one more change: equal.
-    let e = init::run(&args(&run, &model)).unwrap_err().to_string();
-    assert!(e.contains("already exists"), "{e}");
+    // Again with the same settings: a no-op; with others: refused, nothing changed. From the
+    // written settings with one more change, into a new directory: equal but for it.
+    let again = init::run(&args(&run, &model)).expect("same init again");
+    assert!(again.already && again.parity_max_abs_diff.is_none());
+    assert_eq!(again.model_hash, r.model_hash);
+    let mut other_lr = args(&run, &model);
+    other_lr.sets.push("train.lr=3e-4".into());
+    let e = init::run(&other_lr).unwrap_err().to_string();
+    assert!(e.contains("exists with other settings"), "{e}");
     assert_eq!(
         std::fs::read_to_string(run.join("flywheel.toml")).unwrap(),
         text

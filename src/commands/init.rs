@@ -105,8 +105,10 @@ pub struct InitReport {
     pub eval_tasks: u64,
     /// SHA-256 of round 0's weights.
     pub model_hash: String,
-    /// Round 0's export parity (max |Δlogit|).
-    pub parity_max_abs_diff: f64,
+    /// Round 0's export parity (max |Δlogit|); `None` when the directory already existed.
+    pub parity_max_abs_diff: Option<f64>,
+    /// The directory existed with these very settings: nothing was done.
+    pub already: bool,
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -219,6 +221,31 @@ pub fn run(args: &InitArgs) -> Result<InitReport, InitError> {
     let train_tasks = count(task.as_ref(), &config.task.train_input)?;
     let eval_tasks = count(task.as_ref(), &config.task.eval_input)?;
     let run_dir = absolute(&args.run_dir);
+    // The same init again is a no-op (so a set-up command can be rerun); other settings are not.
+    let existing = run_dir.join(CONFIG_FILE);
+    if existing.is_file() {
+        let found = RunConfig::load(&existing)?;
+        if found != config {
+            return Err(InitError::Config(ConfigError::Invalid {
+                path: existing,
+                detail: "the run directory exists with other settings (round settings are edited there, or use a new RUN_DIR)".into(),
+            }));
+        }
+        let onnx = model_dir(&run_dir, 0).join("onnx");
+        let model_hash = flywheel_store::model_hash(&onnx).map_err(|e| InitError::Io {
+            path: onnx.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        return Ok(InitReport {
+            run_dir,
+            config,
+            train_tasks,
+            eval_tasks,
+            model_hash,
+            parity_max_abs_diff: None,
+            already: true,
+        });
+    }
     let (model_hash, parity) =
         flywheel_model::atomic::write_dir(&run_dir, false, |tmp| -> Result<_, InitError> {
             let path = tmp.join(CONFIG_FILE);
@@ -252,7 +279,7 @@ pub fn run(args: &InitArgs) -> Result<InitReport, InitError> {
                     path: model.join("onnx"),
                     source: std::io::Error::other(e.to_string()),
                 })?;
-            Ok((hash, report.parity.map_or(0.0, |p| p.max_abs_diff())))
+            Ok((hash, report.parity.map(|p| p.max_abs_diff())))
         })?;
     Ok(InitReport {
         run_dir,
@@ -261,5 +288,6 @@ pub fn run(args: &InitArgs) -> Result<InitReport, InitError> {
         eval_tasks,
         model_hash,
         parity_max_abs_diff: parity,
+        already: false,
     })
 }
