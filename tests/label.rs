@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use flywheel::commands::generate::{self, GenerateArgs};
-use flywheel::commands::label::{self, LabelArgs, ScaleArg};
+use flywheel::commands::label::{self, LabelArgs};
 use flywheel_store::{read_train, ReflectionRecord, Store};
 
 fn generate_args(out: &Path) -> GenerateArgs {
@@ -25,15 +25,7 @@ fn generate_args(out: &Path) -> GenerateArgs {
 }
 
 fn label_args(run: &Path) -> LabelArgs {
-    LabelArgs {
-        runs: vec![run.to_owned()],
-        out: None,
-        scale: ScaleArg::Group,
-        keep_zero_std: false,
-        drop_truncated: false,
-        min_tokens: 1,
-        max_tokens: None,
-    }
+    common::label_args(run)
 }
 
 #[test]

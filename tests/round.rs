@@ -303,18 +303,31 @@ fn two_round_processes_at_once_one_works_the_other_names_it_and_exits_0() {
         c.arg("round").arg(&run);
         c
     };
-    let mut first = cmd().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("first");
+    let mut first = cmd()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("first");
     let stderr = first.stderr.take().expect("stderr");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
     // Acknowledgement: the first holds the lock once it reports its first stage.
-    assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with("round 1:"))), "the first round never started");
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.starts_with("round 1:"))),
+        "the first round never started"
+    );
     let second = cmd().output().expect("second");
     let said = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{said}");
-    assert!(said.contains(&format!("being worked on by pid {}", first.id())), "{said}");
+    assert!(
+        said.contains(&format!("being worked on by pid {}", first.id())),
+        "{said}"
+    );
     for _ in lines {}
     assert!(first.wait().expect("wait").success());
-    assert_eq!(std::fs::read_to_string(run.join("current")).unwrap(), "0001\n");
+    assert_eq!(
+        std::fs::read_to_string(run.join("current")).unwrap(),
+        "0001\n"
+    );
     assert!(!run.join("round.lock").exists(), "the lock is released");
     assert!(!run.join("rounds/0002").exists(), "the second did nothing");
 }

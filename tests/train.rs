@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use flywheel::commands::export::{self, ExportArgs};
 use flywheel::commands::generate::{self, GenerateArgs};
-use flywheel::commands::label::{self, LabelArgs, ScaleArg};
+use flywheel::commands::label;
 
 /// The tiny model with its `onnx/` export, and a `train.parquet` it generated; made once.
 fn data() -> &'static (PathBuf, PathBuf) {
@@ -39,16 +39,7 @@ fn data() -> &'static (PathBuf, PathBuf) {
             ..common::tiny_generate_args(&run)
         };
         generate::run(&args).expect("generate");
-        let report = label::run(&LabelArgs {
-            runs: vec![run.clone()],
-            out: None,
-            scale: ScaleArg::Group,
-            keep_zero_std: false,
-            drop_truncated: false,
-            min_tokens: 1,
-            max_tokens: None,
-        })
-        .expect("label");
+        let report = label::run(&common::label_args(&run)).expect("label");
         assert!(report.counts.kept >= 8, "{:?}", report.counts);
         (model, run.join("train.parquet"))
     })

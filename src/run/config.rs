@@ -195,6 +195,8 @@ pub const DOCS: &[(&str, &str, &str)] = &[
 impl RunConfig {
     /// The defaults for a task and its inputs: each stage command's defaults, and 64 tasks a round.
     pub fn defaults(task: &str, train_input: &Path, eval_input: &Path) -> Self {
+        // The trainer's own defaults, so the two cannot drift apart.
+        let t = flywheel_train::TrainSettings::default();
         Self {
             task: TaskSection {
                 name: task.to_owned(),
@@ -229,23 +231,26 @@ impl RunConfig {
                 max_tokens: 0,
             },
             train: TrainSection {
-                loss: "dapo".into(),
-                lr: 1e-6,
-                beta: 0.0,
-                epsilon: 0.2,
-                epsilon_high: 0.2,
-                batch_size: 8,
-                micro_batch_tokens: 4096,
-                epochs: 1,
-                iterations: 1,
-                warmup_ratio: 0.0,
-                weight_decay: 0.0,
-                max_grad_norm: 1.0,
-                seed: 42,
-                dtype: "f32".into(),
+                loss: name(&t.loss),
+                lr: t.lr,
+                beta: t.beta,
+                epsilon: t.epsilon,
+                epsilon_high: t.epsilon_high,
+                batch_size: t.batch_size as u64,
+                micro_batch_tokens: t.micro_batch_tokens as u64,
+                epochs: match t.length {
+                    flywheel_train::Length::Epochs(e) => e,
+                    flywheel_train::Length::Steps(_) => 1,
+                },
+                iterations: t.iterations,
+                warmup_ratio: t.warmup_ratio,
+                weight_decay: t.weight_decay,
+                max_grad_norm: t.max_grad_norm,
+                seed: t.seed,
+                dtype: name(&t.dtype),
                 device: "auto".into(),
-                is_correction: "none".into(),
-                is_cap: 3.0,
+                is_correction: name(&t.is_correction),
+                is_cap: t.is_cap,
                 checkpoint_every: 50,
             },
             export: ExportSection { fused: true },
@@ -333,6 +338,14 @@ impl RunConfig {
         }
         out
     }
+}
+
+/// The settings-file name of a trainer enum: its serde name (`dapo`, `f32`, `token-truncate`).
+fn name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// ` (line N)` for an error span, where there is one.

@@ -141,3 +141,16 @@ pub fn assert_readme_documents(file: &str, columns: &[flywheel_store::Column]) {
         "README's {file} table is out of date; it must contain:\n{table}"
     );
 }
+
+/// `flywheel label` of one run with the default settings.
+pub fn label_args(run: &Path) -> flywheel::commands::label::LabelArgs {
+    flywheel::commands::label::LabelArgs {
+        runs: vec![run.to_owned()],
+        out: None,
+        scale: flywheel::commands::label::ScaleArg::Group,
+        keep_zero_std: false,
+        drop_truncated: false,
+        min_tokens: 1,
+        max_tokens: None,
+    }
+}

@@ -58,18 +58,22 @@ pub struct TrainFigures {
     pub tokens_per_second: Option<f64>,
 }
 
-fn scan(path: &Path) -> Result<Option<LazyFrame>, StatsError> {
+/// `figures` of the file at `path` scanned lazily; `None` when there is no such file.
+fn figures_of<T>(
+    path: &Path,
+    figures: impl FnOnce(LazyFrame) -> PolarsResult<T>,
+) -> Result<Option<T>, StatsError> {
     if !path.is_file() {
         return Ok(None);
     }
-    let err = |source| StatsError {
+    let run = || {
+        let p = PlRefPath::try_from_path(path)?;
+        figures(LazyFrame::scan_parquet(p, ScanArgsParquet::default())?)
+    };
+    run().map(Some).map_err(|source| StatsError {
         path: path.to_owned(),
         source,
-    };
-    let p = PlRefPath::try_from_path(path).map_err(err)?;
-    LazyFrame::scan_parquet(p, ScanArgsParquet::default())
-        .map(Some)
-        .map_err(err)
+    })
 }
 
 fn f64_of(df: &DataFrame, name: &str) -> PolarsResult<Option<f64>> {
@@ -92,13 +96,10 @@ fn u64_of(df: &DataFrame, name: &str) -> PolarsResult<u64> {
 
 /// Figures of a `rollouts.parquet`.
 pub fn generate_figures(path: &Path) -> Result<Option<GenerateFigures>, StatsError> {
-    let Some(lf) = scan(path)? else {
-        return Ok(None);
-    };
-    let err = |source| StatsError {
-        path: path.to_owned(),
-        source,
-    };
+    figures_of(path, generate)
+}
+
+fn generate(lf: LazyFrame) -> PolarsResult<GenerateFigures> {
     let kind = |k: &str| col("kind").eq(lit(k.to_owned()));
     let rate = |k: &str, name: &str| {
         col("pass")
@@ -130,8 +131,7 @@ pub fn generate_figures(path: &Path) -> Result<Option<GenerateFigures>, StatsErr
                 .max()
                 .alias("t1"),
         ])
-        .collect()
-        .map_err(err)?;
+        .collect()?;
     let groups = lf
         .filter(kind("retry"))
         .group_by([col("task_index"), col("attempt")])
@@ -148,72 +148,53 @@ pub fn generate_figures(path: &Path) -> Result<Option<GenerateFigures>, StatsErr
                 .sum()
                 .alias("mixed"),
         ])
-        .collect()
-        .map_err(err)?;
-    let figures = (|| -> PolarsResult<GenerateFigures> {
-        let wall = match (f64_of(&df, "t0")?, f64_of(&df, "t1")?) {
-            (Some(a), Some(b)) if b > a => Some((b - a) / 1000.0),
+        .collect()?;
+    let wall = match (f64_of(&df, "t0")?, f64_of(&df, "t1")?) {
+        (Some(a), Some(b)) if b > a => Some((b - a) / 1000.0),
+        _ => None,
+    };
+    let (g, m) = (u64_of(&groups, "groups")?, u64_of(&groups, "mixed")?);
+    Ok(GenerateFigures {
+        tasks: u64_of(&df, "tasks")?,
+        first_try: f64_of(&df, "first")?,
+        retry_pass: f64_of(&df, "retry")?,
+        mixed_fraction: (g > 0).then(|| m as f64 / g as f64),
+        reflection_p50: f64_of(&df, "p50")?,
+        tokens_per_second: match (f64_of(&df, "tokens")?, wall) {
+            (Some(t), Some(w)) => Some(t / w),
             _ => None,
-        };
-        let (g, m) = (u64_of(&groups, "groups")?, u64_of(&groups, "mixed")?);
-        Ok(GenerateFigures {
-            tasks: u64_of(&df, "tasks")?,
-            first_try: f64_of(&df, "first")?,
-            retry_pass: f64_of(&df, "retry")?,
-            mixed_fraction: (g > 0).then(|| m as f64 / g as f64),
-            reflection_p50: f64_of(&df, "p50")?,
-            tokens_per_second: match (f64_of(&df, "tokens")?, wall) {
-                (Some(t), Some(w)) => Some(t / w),
-                _ => None,
-            },
-        })
-    })()
-    .map_err(err)?;
-    Ok(Some(figures))
+        },
+    })
 }
 
 /// Figures of a `train.parquet`.
 pub fn label_figures(path: &Path) -> Result<Option<LabelFigures>, StatsError> {
-    let Some(lf) = scan(path)? else {
-        return Ok(None);
-    };
-    let err = |source| StatsError {
-        path: path.to_owned(),
-        source,
-    };
-    let df = lf
-        .select([
-            len().alias("n"),
-            col("reward").cast(DataType::Float64).mean().alias("reward"),
-        ])
-        .collect()
-        .map_err(err)?;
-    Ok(Some(LabelFigures {
-        examples: u64_of(&df, "n").map_err(err)?,
-        reward_mean: f64_of(&df, "reward").map_err(err)?,
-    }))
+    figures_of(path, |lf| {
+        let df = lf
+            .select([
+                len().alias("n"),
+                col("reward").cast(DataType::Float64).mean().alias("reward"),
+            ])
+            .collect()?;
+        Ok(LabelFigures {
+            examples: u64_of(&df, "n")?,
+            reward_mean: f64_of(&df, "reward")?,
+        })
+    })
 }
 
 /// Figures of a `metrics.parquet`.
 pub fn train_figures(path: &Path) -> Result<Option<TrainFigures>, StatsError> {
-    let Some(lf) = scan(path)? else {
-        return Ok(None);
-    };
-    let err = |source| StatsError {
-        path: path.to_owned(),
-        source,
-    };
-    let df = lf
-        .select([
-            len().alias("n"),
-            col("loss").mean().alias("loss"),
-            col("kl").mean().alias("kl"),
-            col("grad_norm").mean().alias("grad_norm"),
-            (col("tokens").cast(DataType::Float64).sum() / col("seconds").sum()).alias("tps"),
-        ])
-        .collect()
-        .map_err(err)?;
-    let figures = (|| -> PolarsResult<TrainFigures> {
+    figures_of(path, |lf| {
+        let df = lf
+            .select([
+                len().alias("n"),
+                col("loss").mean().alias("loss"),
+                col("kl").mean().alias("kl"),
+                col("grad_norm").mean().alias("grad_norm"),
+                (col("tokens").cast(DataType::Float64).sum() / col("seconds").sum()).alias("tps"),
+            ])
+            .collect()?;
         Ok(TrainFigures {
             steps: u64_of(&df, "n")?,
             loss: f64_of(&df, "loss")?,
@@ -221,7 +202,5 @@ pub fn train_figures(path: &Path) -> Result<Option<TrainFigures>, StatsError> {
             grad_norm: f64_of(&df, "grad_norm")?,
             tokens_per_second: f64_of(&df, "tps")?,
         })
-    })()
-    .map_err(err)?;
-    Ok(Some(figures))
+    })
 }
