@@ -331,3 +331,56 @@ fn two_round_processes_at_once_one_works_the_other_names_it_and_exits_0() {
     assert!(!run.join("round.lock").exists(), "the lock is released");
     assert!(!run.join("rounds/0002").exists(), "the second did nothing");
 }
+
+#[test]
+fn a_failing_export_parity_check_keeps_current_and_exits_1_with_the_reason() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = init_with(dir.path(), None, &[]);
+    let cmd = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_flywheel"));
+        c.arg("round").arg(&run);
+        c
+    };
+    // Stop round 1 once its trained model is in place, before its export is checked.
+    let mut child = cmd()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let reached = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .any(|l| l.is_ok_and(|l| l.starts_with("round 1: export and check parity")));
+    assert!(reached, "round 1 never reached its export");
+    let _ = child.kill();
+    let _ = child.wait();
+    // Inject a NaN into one weight of the round's model (a new file: the trainer's is untouched).
+    let model = run.join("rounds/0001/model");
+    let w = flywheel_llama::weights::Weights::load_dir(&model).expect("weights");
+    let tensors: Vec<flywheel_llama::weights::RawTensor> = w
+        .tensors
+        .iter()
+        .map(|(name, (_, t))| {
+            let t = t.copy();
+            if name == "model.norm.weight" {
+                let _ = t.get(0).fill_(f64::NAN);
+            }
+            flywheel_llama::weights::RawTensor::from_tensor(name.clone(), &t).expect("raw")
+        })
+        .collect();
+    let tmp = model.join("nan.safetensors.tmp");
+    flywheel_llama::weights::save(&tmp, &tensors).expect("save");
+    std::fs::rename(&tmp, model.join("model.safetensors")).expect("replace");
+    let o = cmd().output().expect("rerun");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("export parity failed") && stderr.contains("`current` stays on round 0"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("current")).unwrap(),
+        "0000\n"
+    );
+    assert!(!run.join("rounds/0001/round.json").exists());
+}
