@@ -384,3 +384,28 @@ fn a_failing_export_parity_check_keeps_current_and_exits_1_with_the_reason() {
     );
     assert!(!run.join("rounds/0001/round.json").exists());
 }
+
+#[test]
+fn a_promotion_cut_between_report_and_current_is_finished_by_the_next_round() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = init_with(dir.path(), None, &[]);
+    let args = RoundArgs {
+        run_dir: run.clone(),
+        rounds: 1,
+        quiet: true,
+    };
+    round::run(&args).expect("round 1");
+    // As if killed after round 1's report was written but before `current` named it.
+    std::fs::write(run.join("current"), "0000\n").unwrap();
+    let r = round::run(&args).expect("round 2");
+    assert_eq!(r.rounds[0].round, 2);
+    assert_eq!(
+        r.rounds[0].from_round, 1,
+        "round 2 starts from the promoted round 1"
+    );
+    let store = flywheel_store::Store::open_existing(&run.join("rounds/0002/generate")).unwrap();
+    assert_eq!(
+        store.meta().unwrap().model_hash,
+        flywheel_store::model_hash(&run.join("rounds/0001/model/onnx")).unwrap()
+    );
+}

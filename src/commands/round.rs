@@ -326,10 +326,22 @@ fn evaluate(
 
 /// Runs one round: the next unfinished one.
 fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, RoundError> {
-    let from = current(run)?;
     let last = last_round(run);
-    let finished = |r: u32| round_dir(run, r).join(ROUND_FILE).is_file();
-    let k = if last == 0 || finished(last) {
+    let outcome_of = |r: u32| -> Option<RoundOutcome> {
+        let bytes = std::fs::read(round_dir(run, r).join(ROUND_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let finished = outcome_of(last);
+    // A kill between a round's report and `current` left the promotion half done: finish it.
+    if let Some(o) = &finished {
+        if o.status == "promoted" && current(run)? < last {
+            flywheel_model::atomic::write_file(
+                &run.join(CURRENT_FILE),
+                format!("{last:04}\n").as_bytes(),
+            )?;
+        }
+    }
+    let k = if last == 0 || finished.is_some() {
         last + 1
     } else {
         last
@@ -339,6 +351,20 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
         path: dir.clone(),
         source,
     })?;
+    // The model a round starts from is fixed when it starts, so a resumed round continues with
+    // the model that generated its data.
+    let from_file = dir.join("from");
+    let from = match std::fs::read_to_string(&from_file) {
+        Ok(t) => t.trim().parse().map_err(|_| RoundError::Layout {
+            path: from_file.clone(),
+            detail: format!("{:?} is not a round number", t.trim()),
+        })?,
+        Err(_) => {
+            let from = current(run)?;
+            flywheel_model::atomic::write_file(&from_file, format!("{from:04}\n").as_bytes())?;
+            from
+        }
+    };
     let say = |stage: &str| {
         if !quiet {
             eprintln!("round {k}: {stage}");
@@ -498,9 +524,10 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
     outcome.status = "promoted".into();
     lap("eval", &mut seconds);
     outcome.seconds = seconds;
-    // Promote: `current` names the round only once its export passed parity.
-    flywheel_model::atomic::write_file(&run.join(CURRENT_FILE), format!("{k:04}\n").as_bytes())?;
+    // Promote: `current` names the round only once its export passed parity; the report first,
+    // so a kill between the two is finished by the next invocation.
     write_outcome(&dir, &outcome)?;
+    flywheel_model::atomic::write_file(&run.join(CURRENT_FILE), format!("{k:04}\n").as_bytes())?;
     retain(run, k, c.round.keep_rounds)?;
     say(&format!(
         "promoted (held-out first try {:.1}%, second try {:.1}%)",
