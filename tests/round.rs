@@ -243,21 +243,28 @@ fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
     };
     // Acknowledgement protocol: kill right after a stage says it stored work. Each invocation
     // does one round (as from cron): killed inside round 1's generate, then inside its train,
-    // then left to finish round 1, then killed inside round 2's generate.
+    // then left to finish round 1, then killed inside round 2's generate, then inside its eval.
     fn stored(l: &str) -> bool {
         l.strip_prefix("generate: ")
             .and_then(|l| l.split('/').next())
             .and_then(|n| n.parse::<u64>().ok())
             .is_some_and(|n| n >= 4)
     }
-    let points: [fn(&str) -> bool; 4] = [
-        stored,
-        |l| l.starts_with("train: checkpoint after step 2"),
-        |_| false,
-        stored,
+    // The last is inside round 2's held-out evaluation (a generate run of its own).
+    let mut in_eval = false;
+    let eval_stored = move |l: &str| {
+        in_eval |= l.starts_with("round 2: evaluate on the held-out instances");
+        in_eval && stored(l)
+    };
+    let mut points: Vec<Box<dyn FnMut(&str) -> bool>> = vec![
+        Box::new(stored),
+        Box::new(|l: &str| l.starts_with("train: checkpoint after step 2")),
+        Box::new(|_: &str| false),
+        Box::new(stored),
+        Box::new(eval_stored),
     ];
     let mut kills = 0;
-    for point in points {
+    for point in points.iter_mut() {
         let mut child = cli().spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
         let mut hit = false;
@@ -274,7 +281,7 @@ fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
         }
         let _ = child.wait();
     }
-    assert_eq!(kills, 3, "a stage finished before it could be killed");
+    assert_eq!(kills, 4, "a stage finished before it could be killed");
     for _ in 0..3 {
         if std::fs::read_to_string(crashed.join("current")).unwrap() == "0002\n" {
             break;
@@ -286,6 +293,13 @@ fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
         std::fs::read_to_string(crashed.join("current")).unwrap(),
         std::fs::read_to_string(reference.join("current")).unwrap()
     );
+    let eval = |run: &Path| -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("rounds/0002/eval/eval.json")).unwrap())
+                .unwrap();
+        v["levels"].clone()
+    };
+    assert_eq!(eval(&crashed), eval(&reference), "held-out figures");
     let (want, got) = (outcome(&reference, 2), outcome(&crashed, 2));
     for (r, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_eq!(g.1, w.1, "round {}: training examples", r + 1);
