@@ -223,6 +223,9 @@ fn outcome(run: &Path, rounds: u32) -> Vec<(Vec<u8>, Vec<flywheel_store::TrainEx
         .collect()
 }
 
+/// Whether a line of a child's stderr is the moment to kill it.
+type KillPoint = Box<dyn FnMut(&str) -> bool>;
+
 #[test]
 fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
     use std::process::{Command, Stdio};
@@ -256,7 +259,7 @@ fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
         in_eval |= l.starts_with("round 2: evaluate on the held-out instances");
         in_eval && stored(l)
     };
-    let mut points: Vec<Box<dyn FnMut(&str) -> bool>> = vec![
+    let mut points: Vec<KillPoint> = vec![
         Box::new(stored),
         Box::new(|l: &str| l.starts_with("train: checkpoint after step 2")),
         Box::new(|_: &str| false),
