@@ -20,6 +20,26 @@ pub struct Sequence<'a> {
     pub span_end: usize,
 }
 
+impl Sequence<'_> {
+    /// Whether the sequence can be packed for a model of `vocab` tokens: its span inside
+    /// `1..=len` and non-empty, every id inside the vocabulary. `index` names it in the error.
+    pub fn check(&self, index: usize, vocab: usize) -> Result<(), PackError> {
+        let len = self.input_ids.len();
+        if self.span_start == 0 || self.span_start >= self.span_end || self.span_end > len {
+            return Err(PackError::Span {
+                index,
+                start: self.span_start,
+                end: self.span_end,
+                len,
+            });
+        }
+        if let Some(&id) = self.input_ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(PackError::Token { index, id, vocab });
+        }
+        Ok(())
+    }
+}
+
 /// Why a batch cannot be packed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PackError {
@@ -82,22 +102,7 @@ impl SpanBatch {
         let (mut gather, mut targets, mut rows, mut cols) = (vec![], vec![], vec![], vec![]);
         let mut max_span = 0;
         for (i, s) in seqs.iter().enumerate() {
-            let len = s.input_ids.len();
-            if s.span_start == 0 || s.span_start >= s.span_end || s.span_end > len {
-                return Err(PackError::Span {
-                    index: i,
-                    start: s.span_start,
-                    end: s.span_end,
-                    len,
-                });
-            }
-            if let Some(&id) = s.input_ids.iter().find(|&&t| t as usize >= vocab) {
-                return Err(PackError::Token {
-                    index: i,
-                    id,
-                    vocab,
-                });
-            }
+            s.check(i, vocab)?;
             for (j, &t) in s.input_ids.iter().enumerate() {
                 ids[i * l + j] = i64::from(t);
                 mask[i * l + j] = 1;

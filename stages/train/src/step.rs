@@ -78,6 +78,30 @@ pub enum StepError {
     },
 }
 
+/// The example as a sequence to pack.
+pub fn sequence(e: &TrainExample) -> Sequence<'_> {
+    Sequence {
+        input_ids: &e.input_ids,
+        span_start: e.span_start as usize,
+        span_end: e.span_end as usize,
+    }
+}
+
+/// One sampler log-prob per span token (the span itself is [`Sequence::check`]ed).
+pub fn check_sampler_logprobs(e: &TrainExample) -> Result<(), StepError> {
+    let span = (e.span_end.saturating_sub(e.span_start)) as usize;
+    if e.sampler_logprobs.len() != span {
+        return Err(StepError::SamplerLogprobs {
+            task: e.task_index,
+            attempt: e.attempt,
+            reflection: e.reflection,
+            found: e.sampler_logprobs.len(),
+            span,
+        });
+    }
+    Ok(())
+}
+
 /// A packed micro-batch with what the loss needs besides the policy.
 pub struct MicroBatch {
     batch: SpanBatch,
@@ -112,27 +136,11 @@ pub fn micro_batches(
     groups
         .into_iter()
         .map(|g| {
-            let seqs: Vec<Sequence<'_>> = g
-                .iter()
-                .map(|e| Sequence {
-                    input_ids: &e.input_ids,
-                    span_start: e.span_start as usize,
-                    span_end: e.span_end as usize,
-                })
-                .collect();
+            let seqs: Vec<Sequence<'_>> = g.iter().map(|e| sequence(e)).collect();
             let batch = SpanBatch::pack(&seqs, vocab, device)?;
             let mut sampler = Vec::new();
             for e in &g {
-                let span = (e.span_end - e.span_start) as usize;
-                if e.sampler_logprobs.len() != span {
-                    return Err(StepError::SamplerLogprobs {
-                        task: e.task_index,
-                        attempt: e.attempt,
-                        reflection: e.reflection,
-                        found: e.sampler_logprobs.len(),
-                        span,
-                    });
-                }
+                check_sampler_logprobs(e)?;
                 sampler.extend_from_slice(&e.sampler_logprobs);
             }
             let adv: Vec<f32> = g.iter().map(|e| e.advantage).collect();

@@ -13,9 +13,12 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::{DeviceChoice, Dtype, Length, TrainConfig, TrainSettings};
+use crate::logprobs::PackError;
 use crate::loss::LossConfig;
 use crate::optim::{lr_at, warmup_steps, AdamW, AdamWConfig};
-use crate::step::{anchors, micro_batches, update, StepConfig};
+use crate::step::{
+    anchors, check_sampler_logprobs, micro_batches, sequence, update, StepConfig, StepError,
+};
 use crate::TrainError;
 
 /// Directory of the trained model inside the output directory.
@@ -531,23 +534,25 @@ fn check_examples(
                 e.input_ids.len()
             )));
         }
-        let len = e.input_ids.len() as u32;
-        if e.span_start == 0 || e.span_start >= e.span_end || e.span_end > len {
-            return Err(bad(format!(
-                "span {}..{} is not within 1..={len} (the length of input_ids)",
-                e.span_start, e.span_end
-            )));
+        // The checks packing makes, run on every example first, with the file's words.
+        match sequence(e).check(i, vocab) {
+            Err(PackError::Span {
+                start, end, len, ..
+            }) => {
+                return Err(bad(format!(
+                    "span {start}..{end} is not within 1..={len} (the length of input_ids)"
+                )))
+            }
+            Err(PackError::Token { id, .. }) => {
+                return Err(bad(format!(
+                    "token id {id} is outside the model's vocabulary ({vocab})"
+                )))
+            }
+            Ok(()) => {}
         }
-        if let Some(id) = e.input_ids.iter().find(|&&t| t as usize >= vocab) {
+        if let Err(StepError::SamplerLogprobs { found, span, .. }) = check_sampler_logprobs(e) {
             return Err(bad(format!(
-                "token id {id} is outside the model's vocabulary ({vocab})"
-            )));
-        }
-        let span = (e.span_end - e.span_start) as usize;
-        if e.sampler_logprobs.len() != span {
-            return Err(bad(format!(
-                "{} sampler log-probs for a span of {span} tokens",
-                e.sampler_logprobs.len()
+                "{found} sampler log-probs for a span of {span} tokens"
             )));
         }
         if !e.advantage.is_finite() || !e.reward.is_finite() {
