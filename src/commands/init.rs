@@ -79,6 +79,9 @@ pub enum InitError {
     /// Its export or parity check failed.
     #[error(transparent)]
     Export(#[from] ExportCommandError),
+    /// Round 0's export could not be hashed (the store's error names the file).
+    #[error(transparent)]
+    Hash(#[from] flywheel_store::StoreError),
     /// The run directory could not be written (or exists).
     #[error(transparent)]
     Output(#[from] flywheel_model::atomic::AtomicDirError),
@@ -232,10 +235,7 @@ pub fn run(args: &InitArgs) -> Result<InitReport, InitError> {
             }));
         }
         let onnx = model_dir(&run_dir, 0).join("onnx");
-        let model_hash = flywheel_store::model_hash(&onnx).map_err(|e| InitError::Io {
-            path: onnx.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let model_hash = flywheel_store::model_hash(&onnx)?;
         return Ok(InitReport {
             run_dir,
             config,
@@ -274,11 +274,7 @@ pub fn run(args: &InitArgs) -> Result<InitReport, InitError> {
                 path: path.clone(),
                 source,
             })?;
-            let hash =
-                flywheel_store::model_hash(&model.join("onnx")).map_err(|e| InitError::Io {
-                    path: model.join("onnx"),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
+            let hash = flywheel_store::model_hash(&model.join("onnx"))?;
             Ok((hash, report.parity.map(|p| p.max_abs_diff())))
         })?;
     Ok(InitReport {
