@@ -155,22 +155,7 @@ fn bad_settings_inputs_and_a_failing_parity_check_leave_nothing() {
     // A NaN in one weight: ONNX Runtime and tch disagree, the parity check fails, nothing stays.
     let broken = dir.path().join("broken");
     flywheel_llama::tiny::create(&broken, 17).expect("tiny");
-    let w = flywheel_llama::weights::Weights::load_dir(&broken).expect("weights");
-    let tensors: Vec<flywheel_llama::weights::RawTensor> = w
-        .tensors
-        .iter()
-        .map(|(name, (_, t))| {
-            let t = if name == "model.layers.0.mlp.down_proj.weight" {
-                let t = t.copy();
-                let _ = t.get(0).get(0).fill_(f64::NAN);
-                t
-            } else {
-                t.shallow_clone()
-            };
-            flywheel_llama::weights::RawTensor::from_tensor(name.clone(), &t).expect("raw")
-        })
-        .collect();
-    flywheel_llama::weights::save(&broken.join("model.safetensors"), &tensors).expect("save");
+    common::inject_nan(&broken, "model.layers.0.mlp.down_proj.weight");
     let e = init::run(&args(&run, &broken)).unwrap_err().to_string();
     assert!(e.contains("export parity failed"), "{e}");
     assert!(!run.exists(), "a failed init leaves no run directory");

@@ -226,9 +226,38 @@ fn outcome(run: &Path, rounds: u32) -> Vec<(Vec<u8>, Vec<flywheel_store::TrainEx
 /// Whether a line of a child's stderr is the moment to kill it.
 type KillPoint = Box<dyn FnMut(&str) -> bool>;
 
+/// `flywheel round RUN_DIR` (the binary, as cron runs it), with `args`.
+fn round_cli(run: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_flywheel"));
+    c.arg("round").arg(run).args(args);
+    c
+}
+
+/// Starts `cmd` with stderr piped and reads it until `point` accepts a line (the child's own
+/// acknowledgement); returns the child, whether a line was accepted, and the rest of stderr.
+fn spawn_until(
+    mut cmd: std::process::Command,
+    mut point: impl FnMut(&str) -> bool,
+) -> (
+    std::process::Child,
+    bool,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let hit = lines.any(|l| l.is_ok_and(|l| point(&l)));
+    (child, hit, lines)
+}
+
 #[test]
 fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tempdir");
     let reference = init_with(&dir.path().join("a"), None, &[]);
     round::run(&RoundArgs {
@@ -238,12 +267,7 @@ fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
     })
     .expect("reference");
     let crashed = init_with(&dir.path().join("b"), None, &[]);
-    let cli = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_flywheel"));
-        c.arg("round").arg(&crashed).args(["--rounds", "1"]);
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
-        c
-    };
+    let cli = || round_cli(&crashed, &["--rounds", "1"]);
     // Acknowledgement protocol: kill right after a stage says it stored work. Each invocation
     // does one round (as from cron): killed inside round 1's generate, then inside its train,
     // then left to finish round 1, then killed inside round 2's generate, then inside its eval.
@@ -268,16 +292,7 @@ fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
     ];
     let mut kills = 0;
     for point in points.iter_mut() {
-        let mut child = cli().spawn().expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut hit = false;
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
-            let Ok(line) = line else { break };
-            if point(&line) {
-                hit = true;
-                break;
-            }
-        }
+        let (mut child, hit, _) = spawn_until(cli(), point);
         if hit && child.try_wait().expect("wait").is_none() {
             child.kill().expect("kill -9");
             kills += 1;
@@ -312,27 +327,13 @@ fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
 
 #[test]
 fn two_round_processes_at_once_one_works_the_other_names_it_and_exits_0() {
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().expect("tempdir");
     let run = init_with(dir.path(), None, &[]);
-    let cmd = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_flywheel"));
-        c.arg("round").arg(&run);
-        c
-    };
-    let mut first = cmd()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("first");
-    let stderr = first.stderr.take().expect("stderr");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
     // Acknowledgement: the first holds the lock once it reports its first stage.
-    assert!(
-        lines.any(|l| l.is_ok_and(|l| l.starts_with("round 1:"))),
-        "the first round never started"
-    );
-    let second = cmd().output().expect("second");
+    let (mut first, started, lines) =
+        spawn_until(round_cli(&run, &[]), |l| l.starts_with("round 1:"));
+    assert!(started, "the first round never started");
+    let second = round_cli(&run, &[]).output().expect("second");
     let said = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{said}");
     assert!(
@@ -351,44 +352,19 @@ fn two_round_processes_at_once_one_works_the_other_names_it_and_exits_0() {
 
 #[test]
 fn a_failing_export_parity_check_keeps_current_and_exits_1_with_the_reason() {
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().expect("tempdir");
     let run = init_with(dir.path(), None, &[]);
-    let cmd = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_flywheel"));
-        c.arg("round").arg(&run);
-        c
-    };
     // Stop round 1 once its trained model is in place, before its export is checked.
-    let mut child = cmd()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let reached = std::io::BufRead::lines(std::io::BufReader::new(stderr))
-        .any(|l| l.is_ok_and(|l| l.starts_with("round 1: export and check parity")));
+    let (mut child, reached, _) = spawn_until(round_cli(&run, &[]), |l| {
+        l.starts_with("round 1: export and check parity")
+    });
     assert!(reached, "round 1 never reached its export");
     let _ = child.kill();
     let _ = child.wait();
     // Inject a NaN into one weight of the round's model (a new file: the trainer's is untouched).
     let model = run.join("rounds/0001/model");
-    let w = flywheel_llama::weights::Weights::load_dir(&model).expect("weights");
-    let tensors: Vec<flywheel_llama::weights::RawTensor> = w
-        .tensors
-        .iter()
-        .map(|(name, (_, t))| {
-            let t = t.copy();
-            if name == "model.norm.weight" {
-                let _ = t.get(0).fill_(f64::NAN);
-            }
-            flywheel_llama::weights::RawTensor::from_tensor(name.clone(), &t).expect("raw")
-        })
-        .collect();
-    let tmp = model.join("nan.safetensors.tmp");
-    flywheel_llama::weights::save(&tmp, &tensors).expect("save");
-    std::fs::rename(&tmp, model.join("model.safetensors")).expect("replace");
-    let o = cmd().output().expect("rerun");
+    common::inject_nan(&model, "model.norm.weight");
+    let o = round_cli(&run, &[]).output().expect("rerun");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(

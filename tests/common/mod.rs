@@ -154,3 +154,23 @@ pub fn label_args(run: &Path) -> flywheel::commands::label::LabelArgs {
         max_tokens: None,
     }
 }
+
+/// Replaces `dir/model.safetensors` (through a new file, so a hard link elsewhere keeps the old
+/// bytes) with the same weights but a NaN as the first element of `tensor`.
+pub fn inject_nan(dir: &Path, tensor: &str) {
+    let w = flywheel_llama::weights::Weights::load_dir(dir).expect("weights");
+    let tensors: Vec<flywheel_llama::weights::RawTensor> = w
+        .tensors
+        .iter()
+        .map(|(name, (_, t))| {
+            let t = t.copy();
+            if name == tensor {
+                let _ = t.reshape([-1]).get(0).fill_(f64::NAN);
+            }
+            flywheel_llama::weights::RawTensor::from_tensor(name.clone(), &t).expect("raw")
+        })
+        .collect();
+    let tmp = dir.join("nan.safetensors.tmp");
+    flywheel_llama::weights::save(&tmp, &tensors).expect("save");
+    std::fs::rename(&tmp, dir.join("model.safetensors")).expect("replace");
+}
