@@ -131,7 +131,7 @@ impl std::fmt::Display for EvalReport {
     }
 }
 
-fn summary_of(dir: &std::path::Path) -> Result<Vec<flywheel_eval::Outcome>, EvalCommandError> {
+fn outcomes_of(dir: &std::path::Path) -> Result<Vec<flywheel_eval::Outcome>, EvalCommandError> {
     let err = |source| EvalCommandError::Summary {
         path: dir.to_owned(),
         source,
@@ -179,10 +179,10 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport, EvalCommandError> {
         prefix_cache_mib: args.prefix_cache_mib,
         quiet: args.quiet,
     })?;
-    let outcomes = summary_of(&args.out)?;
+    let outcomes = outcomes_of(&args.out)?;
     let change =
         match &args.baseline {
-            Some(b) => Some(flywheel_eval::compare(&summary_of(b)?, &outcomes).map_err(
+            Some(b) => Some(flywheel_eval::compare(&outcomes_of(b)?, &outcomes).map_err(
                 |source| EvalCommandError::Summary {
                     path: b.clone(),
                     source,
