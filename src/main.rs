@@ -115,8 +115,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Eval(args) => {
             let report = commands::eval::run(&args)?;
-            eprint!("{report}");
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
         }
         Command::Train(args) => {
             let report = commands::train::run(&args)?;

@@ -6,12 +6,12 @@ mod common;
 
 use std::path::Path;
 
-use flywheel::commands::eval::{self, EvalArgs};
+use flywheel::commands::eval::{self, EvalSpec};
 use flywheel_store::Store;
 
-fn args(out: &Path) -> EvalArgs {
+fn args(out: &Path) -> EvalSpec {
     let (task, input) = common::tiny_task();
-    EvalArgs {
+    EvalSpec {
         model: common::tiny_onnx().to_owned(),
         task: task.display().to_string(),
         input,
@@ -19,7 +19,7 @@ fn args(out: &Path) -> EvalArgs {
         out: out.to_owned(),
         limit: Some(24),
         samples: 1,
-        temperature: None,
+        temperature: 0.0,
         max_new_tokens: 12,
         batch_size: 8,
         seed: 0,
@@ -62,7 +62,7 @@ fn recount(dir: &Path) -> (u64, u64, u64) {
 fn accuracies_equal_the_stored_verdicts_and_a_baseline_pairs_every_task() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("eval");
-    let r = eval::run(&args(&out)).expect("eval");
+    let r = eval::evaluate(&args(&out)).expect("eval");
     let all = &r.levels[0];
     assert_eq!(all.level, "all");
     let (n, first, second) = recount(&out);
@@ -78,7 +78,7 @@ fn accuracies_equal_the_stored_verdicts_and_a_baseline_pairs_every_task() {
     assert!(out.join("eval.json").is_file());
 
     // A rerun resumes (nothing to generate) to the same figures; against itself nothing changed.
-    let again = eval::run(&EvalArgs {
+    let again = eval::evaluate(&EvalSpec {
         baseline: Some(out.clone()),
         ..args(&out)
     })
@@ -98,9 +98,9 @@ fn accuracies_equal_the_stored_verdicts_and_a_baseline_pairs_every_task() {
 
     // Sampled evaluation: K samples per task, a different count; greedy samples are refused.
     let sampled = dir.path().join("sampled");
-    let s = eval::run(&EvalArgs {
+    let s = eval::evaluate(&EvalSpec {
         samples: 2,
-        temperature: Some(1.0),
+        temperature: 1.0,
         baseline: Some(out.clone()),
         ..args(&sampled)
     })
@@ -120,7 +120,7 @@ fn accuracies_equal_the_stored_verdicts_and_a_baseline_pairs_every_task() {
         "sampling, the tiny model passes sometimes and retries fix some: {first} {second}"
     );
     assert_eq!(s.change.expect("paired on sample 0").first.pairs, 24);
-    let e = eval::run(&EvalArgs {
+    let e = eval::evaluate(&EvalSpec {
         samples: 2,
         ..args(&dir.path().join("greedy"))
     })

@@ -38,6 +38,14 @@ impl TaskFlags {
     }
 }
 
+/// A value of a settings file (`flywheel.toml`) as a command's clap value (`dr_grpo` and
+/// `dr-grpo` alike), or `None` when no value of the flag is spelled so.
+pub fn setting<T: ValueEnum>(v: &str) -> Option<T> {
+    T::from_str(v, true)
+        .or_else(|_| T::from_str(&v.replace('_', "-"), true))
+        .ok()
+}
+
 /// Where the libtorch model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum DeviceArg {

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
-use super::eval::{self, EvalArgs, EvalCommandError};
+use super::eval::{self, EvalCommandError};
 use super::export::{self, ExportArgs, ExportCommandError};
 use super::generate::{self, GenerateArgs, GenerateError};
 use super::label::{self, LabelArgs, ScaleArg};
 use super::train::{self as train_cmd, IsArg, LossArg, TrainArgs, TrainDevice, TrainDtype};
-use super::{DeviceArg, TaskFlags};
+use super::DeviceArg;
 use crate::run::config::{ConfigError, RunConfig, CONFIG_FILE};
 use crate::run::{model_dir, round_dir, CURRENT_FILE};
 
@@ -237,14 +237,12 @@ fn last_round(run: &Path) -> u32 {
         .unwrap_or(0)
 }
 
-/// A settings string as the stage command's value (`dr_grpo` and `dr-grpo` alike).
+/// A settings string as the stage command's value.
 fn value<T: ValueEnum>(key: &'static str, v: &str) -> Result<T, RoundError> {
-    T::from_str(v, true)
-        .or_else(|_| T::from_str(&v.replace('_', "-"), true))
-        .map_err(|_| RoundError::Value {
-            key,
-            value: v.to_owned(),
-        })
+    super::setting(v).ok_or_else(|| RoundError::Value {
+        key,
+        value: v.to_owned(),
+    })
 }
 
 /// Writes round `k`'s slice of the training input (records k−1 … in blocks of `tasks`, blank
@@ -294,34 +292,18 @@ fn count_lines(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Held-out evaluation of round `r`'s model into `rounds/r/eval` (resumes itself).
+/// Held-out evaluation of round `r`'s model into `rounds/r/eval` (resumes itself), then the
+/// table and plot across rounds brought up to date.
 fn evaluate(
     c: &RunConfig,
     run: &Path,
     r: u32,
-    task_flags: &TaskFlags,
     quiet: bool,
 ) -> Result<eval::EvalReport, RoundError> {
-    let baseline = (r > 0).then(|| round_dir(run, 0).join("eval"));
-    eval::run(&EvalArgs {
-        model: model_dir(run, r).join("onnx"),
-        task: c.task.name.clone(),
-        input: c.task.eval_input.clone(),
-        task_flags: task_flags.clone(),
-        out: round_dir(run, r).join("eval"),
-        limit: (c.eval.limit > 0).then_some(c.eval.limit),
-        samples: c.eval.samples,
-        temperature: Some(c.eval.temperature as f32),
-        max_new_tokens: c.eval.max_new_tokens as usize,
-        batch_size: c.generate.batch_size as usize,
-        seed: c.generate.seed,
-        baseline,
-        device: value("generate.device", &c.generate.device)?,
-        threads: c.generate.threads as usize,
-        prefix_cache_mib: c.generate.prefix_cache_mib as usize,
-        quiet,
-    })
-    .map_err(|source| RoundError::Eval { round: r, source })
+    let err = |source| RoundError::Eval { round: r, source };
+    let report = eval::evaluate(&eval::round_spec(c, run, r, quiet).map_err(err)?).map_err(err)?;
+    eval::tabulate(run, eval::EVAL_DIR).map_err(err)?;
+    Ok(report)
 }
 
 /// Runs one round: the next unfinished one.
@@ -370,14 +352,11 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
             eprintln!("round {k}: {stage}");
         }
     };
-    let task_flags = TaskFlags {
-        prompts: (!c.task.prompts.is_empty()).then(|| PathBuf::from(&c.task.prompts)),
-        feedback: c.task.feedback,
-    };
+    let task_flags = eval::task_flags_of(c);
     // Round 0's held-out accuracy is every later round's baseline.
     if !round_dir(run, 0).join("eval/eval.json").is_file() {
         say("evaluate round 0 (the baseline)");
-        evaluate(c, run, 0, &task_flags, quiet)?;
+        evaluate(c, run, 0, quiet)?;
     }
     let start_model = model_dir(run, from);
     let tasks_file = dir.join("tasks.jsonl");
@@ -518,7 +497,7 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
     })?;
     lap("export", &mut seconds);
     say("evaluate on the held-out instances");
-    let e = evaluate(c, run, k, &task_flags, quiet)?;
+    let e = evaluate(c, run, k, quiet)?;
     outcome.eval_first = Some(e.levels[0].first.rate);
     outcome.eval_second = Some(e.levels[0].second.rate);
     outcome.status = "promoted".into();

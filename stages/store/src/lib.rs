@@ -11,6 +11,7 @@
 //! ([`records`]), the redb schema, the Parquet tables ([`table`]) and the `rollouts.parquet`
 //! export. It links neither libtorch nor ONNX Runtime.
 
+pub mod eval;
 mod fingerprint;
 pub mod metrics;
 mod parquet;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
+pub use self::eval::{read_eval, write_eval, EvalRow, EVAL_COLUMNS, EVAL_FILE};
 pub use self::fingerprint::{file_hash, model_files_hash, model_hash, text_hash, MODEL_FILES};
 pub use self::metrics::{read_metrics, write_metrics, StepMetrics, METRICS_COLUMNS, METRICS_FILE};
 pub use self::parquet::{
