@@ -72,8 +72,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Round(args) => {
             let report = commands::round::run(&args)?;
-            if let Some(holder) = &report.busy {
-                eprintln!("{holder}");
+            for line in [&report.busy, &report.waiting].into_iter().flatten() {
+                eprintln!("{line}");
             }
             println!("{}", serde_json::to_string_pretty(&report)?);
         }

@@ -1,13 +1,15 @@
 //! `flywheel round` on the tiny model and the user task it passes often: three rounds lay out
 //! their stages, each generates with the previous promoted model, `current` follows, retention
-//! removes only old heavy files; a live lock holder makes a second invocation a no-op that names
-//! it; a round without signal ends untrained; `kill -9` inside generate and train, rerun, equals
-//! an uninterrupted run.
+//! removes only old heavy files, `eval.parquet`/`eval.png` and `stats` agree with the stores; a
+//! live lock holder makes a second invocation a no-op that names it; a round without signal ends
+//! untrained; `kill -9` inside every stage, rerun, equals an uninterrupted run; two generate shard
+//! processes then `round` equal one unsharded round.
 
 mod common;
 
 use std::path::Path;
 
+use flywheel::commands::eval;
 use flywheel::commands::init::{self, InitArgs};
 use flywheel::commands::round::{self, RoundArgs};
 
@@ -57,13 +59,40 @@ fn init_with(
     run
 }
 
+/// `flywheel eval RUN_DIR [--model DIR]` with the run's own settings.
+fn eval_args(run: &Path, model: Option<std::path::PathBuf>) -> eval::EvalArgs {
+    eval::EvalArgs {
+        run_dir: Some(run.to_owned()),
+        round: None,
+        model,
+        task: None,
+        input: None,
+        task_flags: Default::default(),
+        out: None,
+        limit: None,
+        samples: None,
+        temperature: None,
+        max_new_tokens: None,
+        batch_size: None,
+        seed: None,
+        baseline: None,
+        device: None,
+        threads: None,
+        prefix_cache_mib: None,
+        json: false,
+        quiet: true,
+    }
+}
+
 #[test]
-fn two_rounds_chain_their_models_and_a_held_lock_is_a_no_op() {
+fn three_rounds_chain_their_models_and_a_held_lock_is_a_no_op() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = init_with(dir.path(), None, &["round.keep_rounds=2"]);
     let report = round::run(&RoundArgs {
         run_dir: run.clone(),
         rounds: 3,
+        stage: None,
+        shard: None,
         quiet: true,
     })
     .expect("round");
@@ -159,6 +188,59 @@ fn two_rounds_chain_their_models_and_a_held_lock_is_a_no_op() {
     let table = flywheel::commands::stats::markdown(&rows);
     assert!(table.contains("| 1 | promoted | 12 |"), "{table}");
 
+    // eval.parquet: one `all` row per evaluated round, equal to a recount of its eval store, the
+    // change from round 0 paired on the same tasks; eval.png a PNG.
+    let evals = flywheel_store::read_eval(&run.join("eval.parquet")).expect("eval.parquet");
+    let all: Vec<&flywheel_store::EvalRow> = evals.iter().filter(|r| r.level == "all").collect();
+    assert_eq!(
+        all.iter().map(|r| r.round).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    let first_of = |r: u32| {
+        let store =
+            flywheel_store::Store::open_existing(&run.join(format!("rounds/{r:04}/eval"))).unwrap();
+        let mut v = Vec::new();
+        store
+            .for_each_attempt(|a| {
+                v.push(a.pass);
+                Ok(())
+            })
+            .unwrap();
+        v
+    };
+    let base = first_of(0);
+    for row in &all {
+        let now = first_of(row.round);
+        let passed = now.iter().filter(|p| **p).count() as u64;
+        assert_eq!((row.samples, row.first_passed, row.pairs), (8, passed, 8));
+        let fixed = base.iter().zip(&now).filter(|(b, a)| !**b && **a).count() as f64;
+        let broken = base.iter().zip(&now).filter(|(b, a)| **b && !**a).count() as f64;
+        assert!((row.first_change - (fixed - broken) / 8.0).abs() < 1e-12);
+        assert!(
+            row.first_change_low <= row.first_change && row.first_change <= row.first_change_high
+        );
+        if let Some(o) = report.rounds.iter().find(|o| o.round == row.round) {
+            assert_eq!(Some(row.first), o.eval_first);
+        }
+        let onnx = run.join(format!("rounds/{:04}/model/onnx", row.round));
+        if onnx.is_dir() {
+            assert_eq!(row.model_hash, flywheel_store::model_hash(&onnx).unwrap());
+        }
+    }
+    let png = std::fs::read(run.join("eval.png")).expect("eval.png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // `flywheel eval RUN_DIR`: every round is cached, so it evaluates nothing and reports the
+    // same table; `--model` of round 0's export is paired with round 0 and changes nothing.
+    let again =
+        eval::run(&eval_args(&run, Some(run.join("rounds/0000/model")))).expect("eval RUN_DIR");
+    let eval::EvalCommandReport::Run(again) = again else {
+        panic!("the run form reports the run");
+    };
+    assert_eq!(again.rows, evals);
+    let m = again.model.clone().expect("model report");
+    assert_eq!(m.change.expect("change").first.change, 0.0);
+    assert!(again.to_string().contains("| 3 | all | 8 |"), "{again}");
+
     // A live holder: the second invocation says who and does nothing.
     std::fs::write(
         run.join("round.lock"),
@@ -168,6 +250,8 @@ fn two_rounds_chain_their_models_and_a_held_lock_is_a_no_op() {
     let busy = round::run(&RoundArgs {
         run_dir: run.clone(),
         rounds: 1,
+        stage: None,
+        shard: None,
         quiet: true,
     })
     .expect("busy is not an error");
@@ -197,6 +281,8 @@ fn a_round_without_signal_ends_without_training_and_keeps_current() {
     let r = round::run(&RoundArgs {
         run_dir: run.clone(),
         rounds: 1,
+        stage: None,
+        shard: None,
         quiet: true,
     })
     .expect("round");
@@ -256,20 +342,22 @@ fn spawn_until(
 }
 
 #[test]
-fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
+fn kill_9_inside_every_stage_then_rerun_equals_an_uninterrupted_run() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tempdir");
     let reference = init_with(&dir.path().join("a"), None, &[]);
     round::run(&RoundArgs {
         run_dir: reference.clone(),
         rounds: 2,
+        stage: None,
+        shard: None,
         quiet: true,
     })
     .expect("reference");
     let crashed = init_with(&dir.path().join("b"), None, &[]);
     let cli = || round_cli(&crashed, &["--rounds", "1"]);
     // Acknowledgement protocol: kill right after a stage says it stored work. Each invocation
-    // does one round (as from cron): killed inside round 1's generate, then inside its train,
+    // does one round (as from cron): killed inside round 1's generate, label, train and export,
     // then left to finish round 1, then killed inside round 2's generate, then inside its eval.
     fn stored(l: &str) -> bool {
         l.strip_prefix("generate: ")
@@ -283,9 +371,13 @@ fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
         in_eval |= l.starts_with("round 2: evaluate on the held-out instances");
         in_eval && stored(l)
     };
+    // Label and export print nothing between their announcement and their atomic write, so the
+    // kill lands right after the round says it starts them.
     let mut points: Vec<KillPoint> = vec![
         Box::new(stored),
+        Box::new(|l: &str| l.starts_with("round 1: label")),
         Box::new(|l: &str| l.starts_with("train: checkpoint after step 2")),
+        Box::new(|l: &str| l.starts_with("round 1: export and check parity")),
         Box::new(|_: &str| false),
         Box::new(stored),
         Box::new(eval_stored),
@@ -299,7 +391,7 @@ fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
         }
         let _ = child.wait();
     }
-    assert_eq!(kills, 4, "a stage finished before it could be killed");
+    assert_eq!(kills, 6, "a stage finished before it could be killed");
     for _ in 0..3 {
         if std::fs::read_to_string(crashed.join("current")).unwrap() == "0002\n" {
             break;
@@ -318,6 +410,11 @@ fn kill_9_inside_generate_and_train_then_rerun_equals_an_uninterrupted_run() {
         v["levels"].clone()
     };
     assert_eq!(eval(&crashed), eval(&reference), "held-out figures");
+    assert_eq!(
+        flywheel_store::read_eval(&crashed.join("eval.parquet")).unwrap(),
+        flywheel_store::read_eval(&reference.join("eval.parquet")).unwrap(),
+        "the table across rounds"
+    );
     let (want, got) = (outcome(&reference, 2), outcome(&crashed, 2));
     for (r, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_eq!(g.1, w.1, "round {}: training examples", r + 1);
@@ -385,6 +482,8 @@ fn a_promotion_cut_between_report_and_current_is_finished_by_the_next_round() {
     let args = RoundArgs {
         run_dir: run.clone(),
         rounds: 1,
+        stage: None,
+        shard: None,
         quiet: true,
     };
     round::run(&args).expect("round 1");
@@ -401,4 +500,169 @@ fn a_promotion_cut_between_report_and_current_is_finished_by_the_next_round() {
         store.meta().unwrap().model_hash,
         flywheel_store::model_hash(&run.join("rounds/0001/model/onnx")).unwrap()
     );
+}
+
+/// Every record of a round's generate runs (shards in order) without its timings: key, tokens,
+/// sampler seed and verdict; with the summed counts.
+fn records(runs: &[std::path::PathBuf]) -> (Vec<String>, flywheel_store::Counts) {
+    let mut out = Vec::new();
+    let mut total = flywheel_store::Counts::default();
+    let g = |g: &flywheel_store::Generation| {
+        format!("{:?} {:?} {}", g.token_ids, g.finish_reason, g.seed)
+    };
+    for r in runs {
+        let store = flywheel_store::Store::open_existing(r).unwrap();
+        store
+            .for_each_attempt(|a| {
+                out.push(format!(
+                    "a {} {} {} {}",
+                    a.task_index,
+                    a.attempt,
+                    g(&a.generation),
+                    a.pass
+                ));
+                Ok(())
+            })
+            .unwrap();
+        store
+            .for_each_reflection(|a| {
+                out.push(format!(
+                    "f {} {} {} {}",
+                    a.task_index,
+                    a.attempt,
+                    a.reflection,
+                    g(&a.generation)
+                ));
+                Ok(())
+            })
+            .unwrap();
+        store
+            .for_each_retry(|a| {
+                out.push(format!(
+                    "r {} {} {} {} {}",
+                    a.task_index,
+                    a.attempt,
+                    a.reflection,
+                    g(&a.generation),
+                    a.pass
+                ));
+                Ok(())
+            })
+            .unwrap();
+        let c = store.counts().unwrap();
+        total.tasks += c.tasks;
+        total.attempts += c.attempts;
+        total.attempts_passed += c.attempts_passed;
+        total.reflections += c.reflections;
+        total.retries += c.retries;
+        total.retries_passed += c.retries_passed;
+    }
+    out.sort();
+    (out, total)
+}
+
+#[test]
+fn two_generate_shard_processes_then_round_equal_one_unsharded_round() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reference = init_with(&dir.path().join("a"), None, &[]);
+    round::run(&RoundArgs {
+        run_dir: reference.clone(),
+        rounds: 1,
+        stage: None,
+        shard: None,
+        quiet: true,
+    })
+    .expect("reference");
+    let sharded = init_with(&dir.path().join("b"), None, &[]);
+    let shard = |i: u32| {
+        let mut c = round_cli(
+            &sharded,
+            &["--stage", "generate", "--shard", &format!("{i}/2")],
+        );
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().expect("spawn shard")
+    };
+    // The two array tasks at once.
+    let (a, b) = (shard(0), shard(1));
+    for child in [a, b] {
+        let o = child.wait_with_output().expect("shard");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let runs: Vec<_> = (0..2)
+        .map(|i| sharded.join(format!("rounds/0001/generate/shard-{i}-of-2")))
+        .collect();
+    assert!(!sharded.join("rounds/0001/generate/store.redb").exists());
+    let r = round::run(&RoundArgs {
+        run_dir: sharded.clone(),
+        rounds: 1,
+        stage: None,
+        shard: None,
+        quiet: true,
+    })
+    .expect("round after the shards");
+    assert_eq!(r.rounds[0].status, "promoted");
+    let want = records(&[reference.join("rounds/0001/generate")]);
+    assert_eq!(records(&runs), want, "records and counts");
+    assert_eq!(want.1.tasks, 12);
+    // The sampled tokens agree exactly; the sampler's log-probs only up to the float rounding of
+    // other batch shapes (the shards batch other sequences together), and so the weights
+    // trained on them.
+    let (got, want) = (outcome(&sharded, 1), outcome(&reference, 1));
+    assert_eq!(got[0].1.len(), want[0].1.len());
+    for (g, w) in got[0].1.iter().zip(&want[0].1) {
+        let strip = |e: &flywheel_store::TrainExample| flywheel_store::TrainExample {
+            sampler_logprobs: vec![],
+            ..e.clone()
+        };
+        assert_eq!(strip(g), strip(w), "training example");
+        for (a, b) in g.sampler_logprobs.iter().zip(&w.sampler_logprobs) {
+            assert!((a - b).abs() < 1e-4, "sampler log-prob {a} vs {b}");
+        }
+    }
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&got[0].0).unwrap(),
+        safetensors::SafeTensors::deserialize(&want[0].0).unwrap(),
+    );
+    for (name, t) in a.tensors() {
+        let u = b.tensor(&name).unwrap();
+        let f = |d: &[u8]| -> Vec<f32> {
+            d.chunks(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let diff = f(t.data())
+            .iter()
+            .zip(f(u.data()))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "{name}: trained weights differ by {diff}");
+    }
+    let stats = flywheel::commands::stats::run(&flywheel::commands::stats::StatsArgs {
+        run_dir: sharded.clone(),
+        json: true,
+    })
+    .expect("stats");
+    assert_eq!(stats[1].generate.as_ref().expect("both shards").tasks, 12);
+
+    // The next round's shard 0 alone: the plain round waits for shard 1, does nothing, exits 0.
+    let o = round_cli(&sharded, &["--stage", "generate", "--shard", "0/2"])
+        .output()
+        .expect("shard 0");
+    assert!(o.status.success());
+    let o = round_cli(&sharded, &[]).output().expect("waiting round");
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("waiting for generate shards 1/2"), "{said}");
+    assert!(!sharded.join("rounds/0002/train.parquet").exists());
+    assert_eq!(
+        std::fs::read_to_string(sharded.join("current")).unwrap(),
+        "0001\n"
+    );
+    // A shard of another split is refused by name.
+    let o = round_cli(&sharded, &["--stage", "generate", "--shard", "0/3"])
+        .output()
+        .expect("other split");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("split into 2 shards"));
 }

@@ -11,12 +11,12 @@ use clap::ValueEnum;
 
 use super::eval::{self, EvalCommandError};
 use super::export::{self, ExportArgs, ExportCommandError};
-use super::generate::{self, GenerateArgs, GenerateError};
+use super::generate::{self, GenerateArgs, GenerateError, Shard};
 use super::label::{self, LabelArgs, ScaleArg};
 use super::train::{self as train_cmd, IsArg, LossArg, TrainArgs, TrainDevice, TrainDtype};
 use super::DeviceArg;
 use crate::run::config::{ConfigError, RunConfig, CONFIG_FILE};
-use crate::run::{model_dir, round_dir, CURRENT_FILE};
+use crate::run::{generate_dir, model_dir, round_dir, shard_dir, GenerateLayout, CURRENT_FILE};
 
 /// The lock file of a run directory.
 pub const LOCK_FILE: &str = "round.lock";
@@ -30,9 +30,23 @@ pub struct RoundArgs {
     /// Rounds to run (each continues from the last promoted model).
     #[arg(long, default_value_t = 1)]
     pub rounds: u32,
+    /// Run only this stage of the next round, for a scheduler's array job (with `--shard`).
+    #[arg(long, value_enum, requires = "shard")]
+    pub stage: Option<StageArg>,
+    /// This process's part `I/N` (0-based) of the stage; the plain `round` continues once all N
+    /// shards are complete.
+    #[arg(long, value_name = "I/N", requires = "stage")]
+    pub shard: Option<Shard>,
     /// No per-stage progress output.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// The stages that can run on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StageArg {
+    /// Stage one: attempts, reflections and retries on the round's slice.
+    Generate,
 }
 
 /// Why a round stopped.
@@ -157,6 +171,10 @@ pub struct RoundReport {
     pub rounds: Vec<RoundOutcome>,
     /// Another invocation held the lock: nothing was done.
     pub busy: Option<String>,
+    /// The round's generate shards are not all complete: it stopped there, to be continued.
+    pub waiting: Option<String>,
+    /// What `--stage generate --shard I/N` did.
+    pub shard: Option<ShardReport>,
     /// The promoted round at the end.
     pub current: u32,
 }
@@ -306,8 +324,16 @@ fn evaluate(
     Ok(report)
 }
 
-/// Runs one round: the next unfinished one.
-fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, RoundError> {
+/// The round the next invocation works on, its directory and the round its model starts from.
+struct Next {
+    k: u32,
+    dir: PathBuf,
+    from: u32,
+}
+
+/// Finds the next unfinished round (finishing a half-done promotion when `repair`), creates its
+/// directory and fixes the model it starts from.
+fn next_round(run: &Path, repair: bool) -> Result<Next, RoundError> {
     let last = last_round(run);
     let outcome_of = |r: u32| -> Option<RoundOutcome> {
         let bytes = std::fs::read(round_dir(run, r).join(ROUND_FILE)).ok()?;
@@ -315,7 +341,7 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
     };
     let finished = outcome_of(last);
     // A kill between a round's report and `current` left the promotion half done: finish it.
-    if let Some(o) = &finished {
+    if let (true, Some(o)) = (repair, &finished) {
         if o.status == "promoted" && current(run)? < last {
             flywheel_model::atomic::write_file(
                 &run.join(CURRENT_FILE),
@@ -347,37 +373,27 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
             from
         }
     };
-    let say = |stage: &str| {
-        if !quiet {
-            eprintln!("round {k}: {stage}");
-        }
-    };
-    let task_flags = eval::task_flags_of(c);
-    // Round 0's held-out accuracy is every later round's baseline.
-    if !round_dir(run, 0).join("eval/eval.json").is_file() {
-        say("evaluate round 0 (the baseline)");
-        evaluate(c, run, 0, quiet)?;
-    }
-    let start_model = model_dir(run, from);
-    let tasks_file = dir.join("tasks.jsonl");
-    let tasks = slice(c, k, &tasks_file)?;
-    say(&format!(
-        "generate on {tasks} training instances with round {from}'s model"
-    ));
-    let mut seconds = std::collections::BTreeMap::new();
-    let mut clock = std::time::Instant::now();
-    let mut lap = |name: &str, seconds: &mut std::collections::BTreeMap<String, f64>| {
-        seconds.insert(name.to_owned(), clock.elapsed().as_secs_f64());
-        clock = std::time::Instant::now();
-    };
+    Ok(Next { k, dir, from })
+}
+
+/// Stage one of round `k` (or shard `shard` of it) into `out`, with the run's settings; every
+/// shard and the unsharded run share all settings but the shard, so their records agree.
+fn generate_stage(
+    c: &RunConfig,
+    next: &Next,
+    run: &Path,
+    shard: Option<Shard>,
+    out: PathBuf,
+    quiet: bool,
+) -> Result<generate::GenerateReport, RoundError> {
     let g = &c.generate;
     generate::run(&GenerateArgs {
-        model: start_model.join("onnx"),
+        model: model_dir(run, next.from).join("onnx"),
         task: c.task.name.clone(),
-        input: tasks_file,
-        task_flags: task_flags.clone(),
+        input: next.dir.join("tasks.jsonl"),
+        task_flags: eval::task_flags_of(c),
         limit: None,
-        out: dir.join("generate"),
+        out,
         attempts: g.attempts,
         reflections: g.reflections,
         batch_size: g.batch_size as usize,
@@ -385,19 +401,153 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
         top_p: g.top_p as f32,
         top_k: g.top_k as usize,
         max_new_tokens: g.max_new_tokens as usize,
-        seed: g.seed + u64::from(k),
-        shard: None,
+        seed: g.seed + u64::from(next.k),
+        shard,
         device: value::<DeviceArg>("generate.device", &g.device)?,
         threads: g.threads as usize,
         prefix_cache_mib: g.prefix_cache_mib as usize,
         quiet,
     })
-    .map_err(|source| RoundError::Generate { round: k, source })?;
+    .map_err(|source| RoundError::Generate {
+        round: next.k,
+        source,
+    })
+}
+
+/// What one shard of a round's generate stage did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardReport {
+    /// The round.
+    pub round: u32,
+    /// The shard, `I/N`.
+    pub shard: String,
+    /// Its run directory.
+    pub out: PathBuf,
+    /// Instances of the shard.
+    pub tasks: u64,
+    /// The first one's index in the round's slice.
+    pub first_task_index: u64,
+    /// Rollout rows written.
+    pub rows: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// `round RUN_DIR --stage generate --shard I/N`: shard I of the next round's generate stage.
+/// It takes no lock (the N shards run at once); a round already generating unsharded, or split
+/// another way, is refused.
+fn shard_stage(
+    run: &Path,
+    c: &RunConfig,
+    shard: Shard,
+    quiet: bool,
+) -> Result<ShardReport, RoundError> {
+    let next = next_round(run, false)?;
+    let layout_err = |detail: String| RoundError::Layout {
+        path: generate_dir(run, next.k),
+        detail,
+    };
+    match GenerateLayout::of(run, next.k).map_err(layout_err)? {
+        GenerateLayout::Single => {
+            return Err(layout_err(format!(
+                "round {} is already generated (or generating) unsharded; its shards cannot be run",
+                next.k
+            )))
+        }
+        GenerateLayout::Shards { count, .. } if count != shard.count => {
+            return Err(layout_err(format!(
+                "round {} is split into {count} shards, not {}",
+                next.k, shard.count
+            )))
+        }
+        _ => {}
+    }
+    slice(c, next.k, &next.dir.join("tasks.jsonl"))?;
+    let out = shard_dir(run, next.k, shard.index, shard.count);
+    if !quiet {
+        eprintln!(
+            "round {}: generate shard {}/{} with round {}'s model",
+            next.k, shard.index, shard.count, next.from
+        );
+    }
+    let g = generate_stage(c, &next, run, Some(shard), out.clone(), quiet)?;
+    Ok(ShardReport {
+        round: next.k,
+        shard: format!("{}/{}", shard.index, shard.count),
+        out,
+        tasks: g.tasks,
+        first_task_index: g.first_task_index,
+        rows: g.parquet_rows,
+        seconds: g.seconds,
+    })
+}
+
+/// How an attempt at a round ended.
+enum Step {
+    /// The round finished (promoted or without signal).
+    Done(RoundOutcome),
+    /// Its generate shards are not all complete yet.
+    Waiting(String),
+}
+
+/// Runs one round: the next unfinished one.
+fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<Step, RoundError> {
+    let next = next_round(run, true)?;
+    let (k, from) = (next.k, next.from);
+    let dir = next.dir.clone();
+    let say = |stage: &str| {
+        if !quiet {
+            eprintln!("round {k}: {stage}");
+        }
+    };
+    // Round 0's held-out accuracy is every later round's baseline.
+    if !round_dir(run, 0).join("eval/eval.json").is_file() {
+        say("evaluate round 0 (the baseline)");
+        evaluate(c, run, 0, quiet)?;
+    }
+    let start_model = model_dir(run, from);
+    let tasks = slice(c, k, &dir.join("tasks.jsonl"))?;
+    let mut seconds = std::collections::BTreeMap::new();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |name: &str, seconds: &mut std::collections::BTreeMap<String, f64>| {
+        seconds.insert(name.to_owned(), clock.elapsed().as_secs_f64());
+        clock = std::time::Instant::now();
+    };
+    // Generated as shards by a scheduler: continue once all are complete, else stop here.
+    let layout = GenerateLayout::of(run, k).map_err(|detail| RoundError::Layout {
+        path: generate_dir(run, k),
+        detail,
+    })?;
+    let runs = match &layout {
+        GenerateLayout::Shards { count, complete } if complete.len() < *count as usize => {
+            let missing: Vec<String> = (0..*count)
+                .filter(|i| !complete.contains(i))
+                .map(|i| format!("{i}/{count}"))
+                .collect();
+            return Ok(Step::Waiting(format!(
+                "round {k}: waiting for generate shards {} (complete: {} of {count}); run them with `flywheel round {} --stage generate --shard I/{count}`",
+                missing.join(", "),
+                complete.len(),
+                run.display()
+            )));
+        }
+        GenerateLayout::Shards { count, .. } => {
+            say(&format!("generate: all {count} shards are complete"));
+            layout.runs(run, k)
+        }
+        GenerateLayout::Empty | GenerateLayout::Single => {
+            say(&format!(
+                "generate on {tasks} training instances with round {from}'s model"
+            ));
+            generate_stage(c, &next, run, None, generate_dir(run, k), quiet)?;
+            vec![generate_dir(run, k)]
+        }
+    };
     lap("generate", &mut seconds);
     say("label");
     let l = &c.label;
     let labelled = label::run(&LabelArgs {
-        runs: vec![dir.join("generate")],
+        runs,
         out: Some(dir.join(flywheel_store::TRAIN_FILE)),
         scale: value::<ScaleArg>("label.scale", &l.scale)?,
         keep_zero_std: l.keep_zero_std,
@@ -425,7 +575,7 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
             labelled.counts.groups_mixed, c.round.min_mixed_groups
         ));
         write_outcome(&dir, &outcome)?;
-        return Ok(outcome);
+        return Ok(Step::Done(outcome));
     }
     say(&format!("train on {} examples", labelled.counts.kept));
     let t = &c.train;
@@ -513,7 +663,7 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<RoundOutcome, Rou
         100.0 * e.levels[0].first.rate,
         100.0 * e.levels[0].second.rate
     ));
-    Ok(outcome)
+    Ok(Step::Done(outcome))
 }
 
 /// With `keep > 0`, removes the heavy files (the ONNX export, the optimizer moments) of rounds
@@ -555,23 +705,29 @@ fn write_outcome(dir: &Path, o: &RoundOutcome) -> Result<(), RoundError> {
 pub fn run(args: &RoundArgs) -> Result<RoundReport, RoundError> {
     let run_dir = &args.run_dir;
     let config = RunConfig::load(&run_dir.join(CONFIG_FILE))?;
+    let report = |rounds, busy, waiting, shard| -> Result<RoundReport, RoundError> {
+        Ok(RoundReport {
+            rounds,
+            busy,
+            waiting,
+            shard,
+            current: current(run_dir)?,
+        })
+    };
+    if let (Some(StageArg::Generate), Some(shard)) = (args.stage, args.shard) {
+        let done = shard_stage(run_dir, &config, shard, args.quiet)?;
+        return report(vec![], None, None, Some(done));
+    }
     let _lock = match lock(run_dir)? {
         Ok(l) => l,
-        Err(holder) => {
-            return Ok(RoundReport {
-                rounds: vec![],
-                busy: Some(holder),
-                current: current(run_dir)?,
-            })
-        }
+        Err(holder) => return report(vec![], Some(holder), None, None),
     };
     let mut rounds = Vec::new();
     for _ in 0..args.rounds {
-        rounds.push(one_round(run_dir, &config, args.quiet)?);
+        match one_round(run_dir, &config, args.quiet)? {
+            Step::Done(o) => rounds.push(o),
+            Step::Waiting(why) => return report(rounds, None, Some(why), None),
+        }
     }
-    Ok(RoundReport {
-        rounds,
-        busy: None,
-        current: current(run_dir)?,
-    })
+    report(rounds, None, None, None)
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use flywheel_stats::{GenerateFigures, LabelFigures, StatsError, TrainFigures};
 
 use super::round::{RoundOutcome, ROUND_FILE};
-use crate::run::round_dir;
+use crate::run::{round_dir, GenerateLayout};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatsArgs {
@@ -85,7 +85,14 @@ pub fn run(args: &StatsArgs) -> Result<Vec<RoundStats>, StatsCommandError> {
                 (None, 0) => "initial".into(),
                 (None, _) => "running".into(),
             },
-            generate: flywheel_stats::generate_figures(&d.join("generate/rollouts.parquet"))?,
+            generate: flywheel_stats::generate_figures(
+                &GenerateLayout::of(&args.run_dir, r)
+                    .unwrap_or(GenerateLayout::Empty)
+                    .runs(&args.run_dir, r)
+                    .iter()
+                    .map(|d| d.join(flywheel_store::ROLLOUTS_FILE))
+                    .collect::<Vec<_>>(),
+            )?,
             label: flywheel_stats::label_figures(&d.join(flywheel_store::TRAIN_FILE))?,
             train: flywheel_stats::train_figures(
                 &d.join("train").join(flywheel_store::METRICS_FILE),

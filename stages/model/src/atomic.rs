@@ -205,26 +205,50 @@ pub fn replace_file<T, E>(
     rename_error: impl FnOnce(std::io::Error) -> E,
 ) -> Result<T, E> {
     let (dir, name) = parent_and_name(path);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let value = match write(&tmp) {
+    replace_through(
+        &dir.join(format!(".{name}.tmp")),
+        &dir,
+        path,
+        write,
+        rename_error,
+    )
+}
+
+fn replace_through<T, E>(
+    tmp: &Path,
+    dir: &Path,
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<T, E>,
+    rename_error: impl FnOnce(std::io::Error) -> E,
+) -> Result<T, E> {
+    let value = match write(tmp) {
         Ok(v) => v,
         Err(e) => {
             // Best effort: the error being reported matters more than a failed cleanup.
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(tmp);
             return Err(e);
         }
     };
-    if let Err(source) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
+    if let Err(source) = std::fs::rename(tmp, path) {
+        let _ = std::fs::remove_file(tmp);
         return Err(rename_error(source));
     }
-    sync_dir(&dir);
+    sync_dir(dir);
     Ok(value)
 }
 
-/// Writes a file through a temporary sibling and a rename ([`replace_file`]).
+/// Writes a small file through a temporary sibling and a rename, like [`replace_file`] but with
+/// a temporary name of its own per call (`.NAME.tmp-PID-N`): several processes may write the
+/// same file at once (the generate shards of a round each write its `from` and `tasks.jsonl`),
+/// and each rename then installs one whole version.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AtomicDirError> {
-    replace_file(
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (dir, name) = parent_and_name(path);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    replace_through(
+        &tmp,
+        &dir,
         path,
         |tmp| {
             std::fs::File::create(tmp)
@@ -241,6 +265,32 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AtomicDirError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two writers of one file at once (as the shards of a round write its `from`): every write
+    /// succeeds and the file is always one whole version. With one fixed temporary name, a
+    /// writer's rename found its temporary file already renamed away by the other.
+    #[test]
+    fn concurrent_writers_of_one_file_each_install_a_whole_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("from");
+        std::thread::scope(|s| {
+            for t in 0..2u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..200 {
+                        write_file(path, &[b'a' + t; 64]).expect("write");
+                    }
+                });
+            }
+        });
+        let text = std::fs::read(&path).unwrap();
+        assert!(text == [b'a'; 64] || text == [b'b'; 64]);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+    }
 
     fn write_one(out: &Path, replace: bool, text: &str) -> Result<(), AtomicDirError> {
         write_dir(out, replace, |d| {

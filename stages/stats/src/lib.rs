@@ -94,9 +94,31 @@ fn u64_of(df: &DataFrame, name: &str) -> PolarsResult<u64> {
         .unwrap_or(0))
 }
 
-/// Figures of a `rollouts.parquet`.
-pub fn generate_figures(path: &Path) -> Result<Option<GenerateFigures>, StatsError> {
-    figures_of(path, generate)
+/// Figures of a round's `rollouts.parquet` files (one, or one per generate shard, read as one
+/// table); `None` when there is none.
+pub fn generate_figures(paths: &[PathBuf]) -> Result<Option<GenerateFigures>, StatsError> {
+    let present: Vec<&PathBuf> = paths.iter().filter(|p| p.is_file()).collect();
+    let Some(first) = present.first() else {
+        return Ok(None);
+    };
+    let run = || {
+        let refs = present
+            .iter()
+            .map(|p| PlRefPath::try_from_path(p))
+            .collect::<PolarsResult<Vec<_>>>()?;
+        let args = ScanArgsParquet {
+            glob: false,
+            ..Default::default()
+        };
+        generate(LazyFrame::scan_parquet_files(
+            refs.into_iter().collect(),
+            args,
+        )?)
+    };
+    run().map(Some).map_err(|source| StatsError {
+        path: (*first).clone(),
+        source,
+    })
 }
 
 fn generate(lf: LazyFrame) -> PolarsResult<GenerateFigures> {
