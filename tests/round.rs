@@ -227,6 +227,7 @@ fn three_rounds_chain_their_models_and_a_held_lock_is_a_no_op() {
             assert_eq!(row.model_hash, flywheel_store::model_hash(&onnx).unwrap());
         }
     }
+    common::assert_readme_documents("eval.parquet", flywheel_store::EVAL_COLUMNS);
     let png = std::fs::read(run.join("eval.png")).expect("eval.png");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     // `flywheel eval RUN_DIR`: every round is cached, so it evaluates nothing and reports the
@@ -312,10 +313,10 @@ fn outcome(run: &Path, rounds: u32) -> Vec<(Vec<u8>, Vec<flywheel_store::TrainEx
 /// Whether a line of a child's stderr is the moment to kill it.
 type KillPoint = Box<dyn FnMut(&str) -> bool>;
 
-/// `flywheel round RUN_DIR` (the binary, as cron runs it), with `args`.
+/// `flywheel round RUN_DIR` (the binary, as cron runs it: an empty environment), with `args`.
 fn round_cli(run: &Path, args: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_flywheel"));
-    c.arg("round").arg(run).args(args);
+    c.env_clear().arg("round").arg(run).args(args);
     c
 }
 

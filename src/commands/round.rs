@@ -557,6 +557,14 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<Step, RoundError>
     })
     .map_err(|source| RoundError::Label { round: k, source })?;
     lap("label", &mut seconds);
+    say(&format!(
+        "label: {} examples; {} of {} reflection groups have both outcomes; retries passed {} of {}",
+        labelled.counts.kept,
+        labelled.counts.groups_mixed,
+        labelled.counts.groups_seen,
+        labelled.counts.retries_passed,
+        labelled.counts.retries
+    ));
     let mut outcome = RoundOutcome {
         round: k,
         status: "no_signal".into(),
