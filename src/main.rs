@@ -72,7 +72,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Round(args) => {
             let report = commands::round::run(&args)?;
-            for line in [&report.busy, &report.waiting].into_iter().flatten() {
+            for line in [&report.busy, &report.waiting, &report.complete]
+                .into_iter()
+                .flatten()
+            {
                 eprintln!("{line}");
             }
             println!("{}", serde_json::to_string_pretty(&report)?);

@@ -277,7 +277,7 @@ fn a_round_without_signal_ends_without_training_and_keeps_current() {
     let run = init_with(
         dir.path(),
         Some(("countdown".into(), input)),
-        &["round.tasks=4", "eval.limit=4"],
+        &["round.tasks=4", "eval.limit=4", "rounds=1"],
     );
     let r = round::run(&RoundArgs {
         run_dir: run.clone(),
@@ -292,6 +292,12 @@ fn a_round_without_signal_ends_without_training_and_keeps_current() {
     assert_eq!(r.current, 0);
     assert!(!run.join("rounds/0001/train").exists());
     assert!(run.join("rounds/0001/round.json").is_file());
+    // `rounds = 1`: the planned total is reached, so the next invocation (cron) does nothing.
+    let again = round_cli(&run, &["--rounds", "3"]).output().expect("again");
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{said}");
+    assert!(said.contains("has its planned 1 rounds"), "{said}");
+    assert!(!run.join("rounds/0002").exists());
 }
 
 /// Trained weights and training examples of every round, which a crashed-and-resumed run must

@@ -175,6 +175,8 @@ pub struct RoundReport {
     pub waiting: Option<String>,
     /// What `--stage generate --shard I/N` did.
     pub shard: Option<ShardReport>,
+    /// The run has its planned total of rounds (`rounds` in `flywheel.toml`): nothing to do.
+    pub complete: Option<String>,
     /// The promoted round at the end.
     pub current: u32,
 }
@@ -713,29 +715,80 @@ fn write_outcome(dir: &Path, o: &RoundOutcome) -> Result<(), RoundError> {
 pub fn run(args: &RoundArgs) -> Result<RoundReport, RoundError> {
     let run_dir = &args.run_dir;
     let config = RunConfig::load(&run_dir.join(CONFIG_FILE))?;
-    let report = |rounds, busy, waiting, shard| -> Result<RoundReport, RoundError> {
+    let empty = RoundReport {
+        rounds: vec![],
+        busy: None,
+        waiting: None,
+        shard: None,
+        complete: None,
+        current: 0,
+    };
+    let finish = |r: RoundReport| -> Result<RoundReport, RoundError> {
         Ok(RoundReport {
-            rounds,
-            busy,
-            waiting,
-            shard,
             current: current(run_dir)?,
+            ..r
+        })
+    };
+    // The planned total: a cron-fired round (or shard) after the last one does nothing.
+    let planned = |run: &Path| {
+        let done = finished_rounds(run);
+        (config.rounds > 0 && done >= config.rounds).then(|| {
+            format!(
+                "round: {} has its planned {} rounds (rounds = {} in {CONFIG_FILE}); nothing to do",
+                run.display(),
+                done,
+                config.rounds
+            )
         })
     };
     if let (Some(StageArg::Generate), Some(shard)) = (args.stage, args.shard) {
+        if let Some(why) = planned(run_dir) {
+            return finish(RoundReport {
+                complete: Some(why),
+                ..empty
+            });
+        }
         let done = shard_stage(run_dir, &config, shard, args.quiet)?;
-        return report(vec![], None, None, Some(done));
+        return finish(RoundReport {
+            shard: Some(done),
+            ..empty
+        });
     }
     let _lock = match lock(run_dir)? {
         Ok(l) => l,
-        Err(holder) => return report(vec![], Some(holder), None, None),
+        Err(holder) => {
+            return finish(RoundReport {
+                busy: Some(holder),
+                ..empty
+            })
+        }
     };
     let mut rounds = Vec::new();
     for _ in 0..args.rounds {
+        if let Some(why) = planned(run_dir) {
+            return finish(RoundReport {
+                rounds,
+                complete: Some(why),
+                ..empty
+            });
+        }
         match one_round(run_dir, &config, args.quiet)? {
             Step::Done(o) => rounds.push(o),
-            Step::Waiting(why) => return report(rounds, None, Some(why), None),
+            Step::Waiting(why) => {
+                return finish(RoundReport {
+                    rounds,
+                    waiting: Some(why),
+                    ..empty
+                })
+            }
         }
     }
-    report(rounds, None, None, None)
+    finish(RoundReport { rounds, ..empty })
+}
+
+/// Rounds (from 1) with a report: finished, promoted or not.
+fn finished_rounds(run: &Path) -> u64 {
+    (1..=last_round(run))
+        .filter(|&r| round_dir(run, r).join(ROUND_FILE).is_file())
+        .count() as u64
 }

@@ -131,6 +131,10 @@ pub struct EvalSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
+    /// The run's planned total of rounds (0: no limit); once this many are finished, `round`
+    /// does nothing, so a schedule can keep firing.
+    #[serde(default)]
+    pub rounds: u64,
     pub task: TaskSection,
     pub round: RoundSection,
     pub generate: GenerateSection,
@@ -143,6 +147,7 @@ pub struct RunConfig {
 /// What each setting means, in file order: (section, key, meaning). The one place settings are
 /// documented; a test checks that it names every field and nothing else.
 pub const DOCS: &[(&str, &str, &str)] = &[
+    ("", "rounds", "the run's planned total of rounds: once this many are finished, `round` does nothing (0: no limit)"),
     ("task", "name", "task name (countdown, function_call) or the path of a user task file"),
     ("task", "train_input", "training instances (JSONL); round k generates on its own slice of them"),
     ("task", "eval_input", "held-out instances (JSONL) every round is evaluated on"),
@@ -198,6 +203,7 @@ impl RunConfig {
         // The trainer's own defaults, so the two cannot drift apart.
         let t = flywheel_train::TrainSettings::default();
         Self {
+            rounds: 0,
             task: TaskSection {
                 name: task.to_owned(),
                 train_input: train_input.to_owned(),
@@ -292,12 +298,15 @@ impl RunConfig {
             let (path, value) = item
                 .split_once('=')
                 .ok_or_else(|| bad("expected section.key=value".into()))?;
-            let (section, key) = path
-                .trim()
-                .split_once('.')
-                .ok_or_else(|| bad("expected section.key=value".into()))?;
+            // A top-level setting has no section (`rounds=5`).
+            let (section, key) = path.trim().split_once('.').unwrap_or(("", path.trim()));
+            let name = if section.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{section}.{key}")
+            };
             if !DOCS.iter().any(|(s, k, _)| *s == section && *k == key) {
-                return Err(bad(format!("`{section}.{key}` is not a setting")));
+                return Err(bad(format!("`{name}` is not a setting")));
             }
             let value = value.trim();
             let parsed = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
@@ -305,12 +314,14 @@ impl RunConfig {
                 Err(_) => toml::Value::String(value.into()),
             };
             let mut table = toml::Table::try_from(&config).map_err(|e| bad(e.to_string()))?;
-            if let Some(toml::Value::Table(s)) = table.get_mut(section) {
+            if section.is_empty() {
+                table.insert(key.to_owned(), parsed);
+            } else if let Some(toml::Value::Table(s)) = table.get_mut(section) {
                 s.insert(key.to_owned(), parsed);
             }
             config = toml::Value::Table(table)
                 .try_into()
-                .map_err(|e: toml::de::Error| bad(format!("`{section}.{key}`: {}", e.message())))?;
+                .map_err(|e: toml::de::Error| bad(format!("`{name}`: {}", e.message())))?;
         }
         Ok(config)
     }
@@ -323,17 +334,20 @@ impl RunConfig {
              # Written by `flywheel init`; the rounds read it. Edit with care: a stage that resumes\n\
              # refuses settings that differ from the ones it started with.\n",
         );
+        // Top-level settings (section "") come first in DOCS, as TOML needs them before tables.
         let mut section = "";
         for (s, k, doc) in DOCS {
             if *s != section {
                 out.push_str(&format!("\n[{s}]\n"));
                 section = s;
             }
-            let value = table
-                .get(*s)
-                .and_then(|t| t.get(*k))
-                .map(|v| v.to_string())
-                .unwrap_or_default();
+            let value = if s.is_empty() {
+                table.get(*k)
+            } else {
+                table.get(*s).and_then(|t| t.get(*k))
+            }
+            .map(|v| v.to_string())
+            .unwrap_or_default();
             out.push_str(&format!("# {doc}\n{k} = {value}\n"));
         }
         out
@@ -378,12 +392,18 @@ mod tests {
         let table = toml::Table::try_from(&c).unwrap();
         let fields: usize = table
             .values()
-            .map(|s| s.as_table().map_or(0, |t| t.len()))
+            .map(|s| s.as_table().map_or(1, |t| t.len()))
             .sum();
         assert_eq!(fields, DOCS.len());
         for (s, k, _) in DOCS {
-            assert!(table[*s].get(*k).is_some(), "{s}.{k}");
+            let v = if s.is_empty() {
+                table.get(*k)
+            } else {
+                table[*s].get(*k)
+            };
+            assert!(v.is_some(), "{s}.{k}");
         }
+        assert!(text.contains("\nrounds = 0\n"), "{text}");
         assert!(
             text.contains("# peak learning rate\nlr = 0.000001\n"),
             "{text}"
@@ -397,12 +417,14 @@ mod tests {
                 "train.lr=2e-5".into(),
                 "export.fused=false".into(),
                 "label.scale=batch".into(),
+                "rounds=5".into(),
             ])
             .unwrap();
         assert_eq!(
-            (c.train.lr, c.export.fused, c.label.scale.as_str()),
-            (2e-5, false, "batch")
+            (c.train.lr, c.export.fused, c.label.scale.as_str(), c.rounds),
+            (2e-5, false, "batch", 5)
         );
+        assert_eq!(RunConfig::parse(&c.to_toml(), Path::new("x")).unwrap(), c);
         let e = config()
             .with_sets(&["train.lrr=1".into()])
             .unwrap_err()
