@@ -494,15 +494,26 @@ fn a_promotion_cut_between_report_and_current_is_finished_by_the_next_round() {
         quiet: true,
     };
     round::run(&args).expect("round 1");
-    // As if killed after round 1's report was written but before `current` named it.
+    // As if killed after round 1's report was written but before `current` named it. The next
+    // invocation is a generate shard (as from an array job): it too finishes the promotion
+    // first, so round 2 generates with round 1's model.
     std::fs::write(run.join("current"), "0000\n").unwrap();
+    let shard = round::run(&RoundArgs {
+        stage: Some(round::StageArg::Generate),
+        shard: Some("0/1".parse().unwrap()),
+        ..args.clone()
+    })
+    .expect("shard of round 2");
+    assert_eq!((shard.shard.expect("shard").round, shard.current), (2, 1));
     let r = round::run(&args).expect("round 2");
     assert_eq!(r.rounds[0].round, 2);
     assert_eq!(
         r.rounds[0].from_round, 1,
         "round 2 starts from the promoted round 1"
     );
-    let store = flywheel_store::Store::open_existing(&run.join("rounds/0002/generate")).unwrap();
+    let store =
+        flywheel_store::Store::open_existing(&run.join("rounds/0002/generate/shard-0-of-1"))
+            .unwrap();
     assert_eq!(
         store.meta().unwrap().model_hash,
         flywheel_store::model_hash(&run.join("rounds/0001/model/onnx")).unwrap()

@@ -333,9 +333,9 @@ struct Next {
     from: u32,
 }
 
-/// Finds the next unfinished round (finishing a half-done promotion when `repair`), creates its
-/// directory and fixes the model it starts from.
-fn next_round(run: &Path, repair: bool) -> Result<Next, RoundError> {
+/// Finds the next unfinished round (finishing a half-done promotion first, so that it starts
+/// from the right model), creates its directory and fixes the model it starts from.
+fn next_round(run: &Path) -> Result<Next, RoundError> {
     let last = last_round(run);
     let outcome_of = |r: u32| -> Option<RoundOutcome> {
         let bytes = std::fs::read(round_dir(run, r).join(ROUND_FILE)).ok()?;
@@ -343,7 +343,7 @@ fn next_round(run: &Path, repair: bool) -> Result<Next, RoundError> {
     };
     let finished = outcome_of(last);
     // A kill between a round's report and `current` left the promotion half done: finish it.
-    if let (true, Some(o)) = (repair, &finished) {
+    if let Some(o) = &finished {
         if o.status == "promoted" && current(run)? < last {
             flywheel_model::atomic::write_file(
                 &run.join(CURRENT_FILE),
@@ -444,7 +444,7 @@ fn shard_stage(
     shard: Shard,
     quiet: bool,
 ) -> Result<ShardReport, RoundError> {
-    let next = next_round(run, false)?;
+    let next = next_round(run)?;
     let layout_err = |detail: String| RoundError::Layout {
         path: generate_dir(run, next.k),
         detail,
@@ -494,7 +494,7 @@ enum Step {
 
 /// Runs one round: the next unfinished one.
 fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<Step, RoundError> {
-    let next = next_round(run, true)?;
+    let next = next_round(run)?;
     let (k, from) = (next.k, next.from);
     let dir = next.dir.clone();
     let say = |stage: &str| {
