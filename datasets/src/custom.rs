@@ -202,7 +202,7 @@ impl CustomTask {
             &prompts::CUSTOM,
             prompt_dir.as_deref(),
             &["prompt"],
-            options.include_reason,
+            options,
         )?;
         Ok(Self {
             config,

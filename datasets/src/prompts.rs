@@ -130,6 +130,7 @@ pub struct PromptSet {
     reflect: Template,
     retry: Template,
     include_reason: bool,
+    retry_without_attempt: bool,
     /// The texts in use, in [`TEMPLATE_FILES`] order (for [`PromptSet::identity`]).
     texts: Vec<String>,
 }
@@ -142,7 +143,7 @@ impl PromptSet {
         defaults: &Defaults,
         override_dir: Option<&Path>,
         known: &[&str],
-        include_reason: bool,
+        options: &crate::TaskOptions,
     ) -> Result<Self, PromptError> {
         let mut known_all: Vec<&str> = known.to_vec();
         known_all.push("feedback");
@@ -173,7 +174,8 @@ impl PromptSet {
             attempt: next(),
             reflect: next(),
             retry: next(),
-            include_reason,
+            include_reason: options.include_reason,
+            retry_without_attempt: options.retry_without_attempt,
             texts,
         })
     }
@@ -208,8 +210,10 @@ impl PromptSet {
         msgs
     }
 
-    /// Reflection conversation, the reflection, and the retry request (same conversation, as in the paper).
-    /// `verdict` is only needed when the reason is included; callers recompute it deterministically.
+    /// Reflection conversation, the reflection, and the retry request (same conversation, as in
+    /// the paper); with `retry_without_attempt`, the attempt request, the reflection and the retry
+    /// request only. `verdict` is only needed when the reason is included; callers recompute it
+    /// deterministically.
     pub fn retry_messages(
         &self,
         vars: &[(&str, &str)],
@@ -222,7 +226,11 @@ impl PromptSet {
         } else {
             Verdict::fail("")
         };
-        let mut msgs = self.reflection_messages(vars, attempt, &v);
+        let mut msgs = if self.retry_without_attempt {
+            self.attempt_messages(vars)
+        } else {
+            self.reflection_messages(vars, attempt, &v)
+        };
         msgs.push(Message::new(Role::Assistant, reflection));
         msgs.push(Message::new(Role::User, self.retry.render(vars)));
         msgs
@@ -243,6 +251,13 @@ impl PromptSet {
             "include_reason".into(),
             serde_json::Value::Bool(self.include_reason),
         );
+        // Only when set, so the fingerprints of runs made before the option are unchanged.
+        if self.retry_without_attempt {
+            map.insert(
+                "retry_without_attempt".into(),
+                serde_json::Value::Bool(true),
+            );
+        }
         serde_json::Value::Object(map)
     }
 }

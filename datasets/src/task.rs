@@ -111,6 +111,10 @@ pub struct TaskOptions {
     pub prompt_dir: Option<PathBuf>,
     /// Tell the model the verifier's reason in the reflection request (the paper does not).
     pub include_reason: bool,
+    /// Leave the failed attempt (and the reflection request) out of the retry's conversation:
+    /// the retry sees the task, its reflection and the retry request (the paper keeps the whole
+    /// conversation). Small models otherwise tend to copy the failed answer.
+    pub retry_without_attempt: bool,
 }
 
 /// Failure to load a task by name or config path.

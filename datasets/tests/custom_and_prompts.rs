@@ -235,6 +235,20 @@ fn countdown_conversation_shape_and_wording() {
         json,
         json!({"role": "assistant", "content": "I forgot 35."})
     );
+    // Without the failed attempt: the task, the reflection, the retry request; and another
+    // fingerprint, so a run cannot resume under the other protocol.
+    let opts = TaskOptions {
+        retry_without_attempt: true,
+        ..Default::default()
+    };
+    let short = load_task_with("countdown", &opts).expect("task");
+    let s = short.retry_messages(&inst, "44 + 19", "I forgot 35.");
+    assert_eq!(s.len(), 3);
+    assert_eq!((&s[0], &s[1]), (&t[0], &t[3]));
+    assert_eq!(s[2], t[4]);
+    assert!(s.iter().all(|m| !m.content.contains("44 + 19")));
+    assert_eq!(short.reflection_messages(&inst, "44 + 19", &verdict), r);
+    assert_ne!(short.identity(), task.identity());
 }
 
 #[test]
@@ -249,6 +263,7 @@ fn reason_option_and_prompt_overrides() {
     let opts = TaskOptions {
         prompt_dir: Some(dir.path().to_path_buf()),
         include_reason: true,
+        ..Default::default()
     };
     let task = load_task_with("countdown", &opts).expect("task");
     let inst = task

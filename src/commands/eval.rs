@@ -359,6 +359,7 @@ pub fn task_flags_of(c: &RunConfig) -> TaskFlags {
     TaskFlags {
         prompts: (!c.task.prompts.is_empty()).then(|| PathBuf::from(&c.task.prompts)),
         feedback: c.task.feedback,
+        retry_without_attempt: c.task.retry_without_attempt,
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flywheel_datasets::task::{load_task_with, read_instances, TaskOptions};
+use flywheel_datasets::task::{load_task_with, read_instances};
 
 use super::export::{self, ExportArgs, ExportCommandError};
 use crate::run::config::{ConfigError, RunConfig, CONFIG_FILE};
@@ -213,10 +213,7 @@ fn count(task: &dyn flywheel_datasets::task::Task, path: &Path) -> Result<u64, I
 
 pub fn run(args: &InitArgs) -> Result<InitReport, InitError> {
     let config = settings(args)?;
-    let options = TaskOptions {
-        prompt_dir: (!config.task.prompts.is_empty()).then(|| PathBuf::from(&config.task.prompts)),
-        include_reason: config.task.feedback,
-    };
+    let options = super::eval::task_flags_of(&config).options();
     let task = load_task_with(&config.task.name, &options).map_err(|e| InitError::Task {
         name: config.task.name.clone(),
         detail: e.to_string(),

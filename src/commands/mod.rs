@@ -26,6 +26,10 @@ pub struct TaskFlags {
     /// Tell the model the verifier's reason in the reflection request (the paper does not).
     #[arg(long)]
     pub feedback: bool,
+    /// The retry sees the task, its reflection and the retry request, not the failed attempt
+    /// (the paper keeps the whole conversation).
+    #[arg(long)]
+    pub retry_without_attempt: bool,
 }
 
 impl TaskFlags {
@@ -34,6 +38,7 @@ impl TaskFlags {
         flywheel_datasets::TaskOptions {
             prompt_dir: self.prompts.clone(),
             include_reason: self.feedback,
+            retry_without_attempt: self.retry_without_attempt,
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct TaskSection {
     pub eval_input: PathBuf,
     pub prompts: String,
     pub feedback: bool,
+    #[serde(default)]
+    pub retry_without_attempt: bool,
 }
 
 /// What a round takes.
@@ -153,6 +155,7 @@ pub const DOCS: &[(&str, &str, &str)] = &[
     ("task", "eval_input", "held-out instances (JSONL) every round is evaluated on"),
     ("task", "prompts", "directory of prompt overrides (<task>/{system,attempt,reflect,retry}.txt); \"\": the built-in ones"),
     ("task", "feedback", "tell the model the verifier's reason in the reflection request (the paper does not)"),
+    ("task", "retry_without_attempt", "the retry sees the task, its reflection and the retry request, not the failed attempt (the paper keeps the whole conversation)"),
     ("round", "tasks", "training instances per round: round k takes instances (k-1)*tasks .. k*tasks"),
     ("round", "min_mixed_groups", "fewest groups with both outcomes for a round to train; fewer end the round without training"),
     ("round", "keep_rounds", "keep the heavy files (ONNX, optimizer state) of the last K rounds only; 0 keeps all"),
@@ -210,6 +213,7 @@ impl RunConfig {
                 eval_input: eval_input.to_owned(),
                 prompts: String::new(),
                 feedback: false,
+                retry_without_attempt: false,
             },
             round: RoundSection {
                 tasks: 64,

@@ -28,7 +28,7 @@ impl CountdownTask {
             &prompts::COUNTDOWN,
             dir.as_deref(),
             &["numbers", "target"],
-            options.include_reason,
+            options,
         )?;
         Ok(Self { prompts })
     }

@@ -28,7 +28,7 @@ impl FunctionCallingTask {
             &prompts::FUNCTION_CALLING,
             dir.as_deref(),
             &["query", "tools"],
-            options.include_reason,
+            options,
         )?;
         Ok(Self { prompts })
     }
