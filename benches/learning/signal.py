@@ -6,7 +6,8 @@ reports, on the tasks whose first attempt (attempt 0) failed:
   - retry after reflection: how often a retry of attempt 0 passes (per retry, and per task: any);
   - mixed groups: the fraction of attempt 0's reflection groups with both outcomes;
   - echo: how often a retry repeats the failed attempt's text word for word.
-Usage: python benches/learning/signal.py RUN_DIR [RUN_DIR ...]
+Usage: python benches/learning/signal.py [--markdown] RUN_DIR [RUN_DIR ...]
+(needs python polars in the environment: `.venv/bin/python -m pip install polars`)
 """
 import sys
 
@@ -33,6 +34,10 @@ def one(run: str) -> dict:
         "first_try": a0["p0"].mean(),
         "failed_first": failed.height,
         "plain_second_sample": failed["p1"].mean() if failed.height else None,
+        "retries": retries.height,
+        "retries_passed": int(retries["pass"].sum()),
+        "plain_passed": int(failed["p1"].sum()),
+        "mixed": mixed,
         "retry_pass_per_retry": retries["pass"].mean() if retries.height else None,
         "retry_pass_any_per_task": (groups["passed"] > 0).mean() if groups.height else None,
         "mixed_groups": mixed / groups.height if groups.height else None,
@@ -42,7 +47,26 @@ def one(run: str) -> dict:
     }
 
 
+def pct(v):
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
 if __name__ == "__main__":
-    for run in sys.argv[1:]:
+    args = sys.argv[1:]
+    markdown = "--markdown" in args
+    runs = [a for a in args if a != "--markdown"]
+    if markdown:
+        print("| run | first try | plain 2nd sample on failures | retry passes (per retry) | a retry passes (per task) | mixed groups | retry = failed answer | reflection p50 |")
+        print("|---|---|---|---|---|---|---|---|")
+    for run in runs:
         r = one(run)
-        print(" | ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+        if markdown:
+            print(
+                f"| {run.rstrip('/').split('/')[-1]} | {pct(r['first_try'])} ({round(r['first_try'] * r['tasks'])}/{r['tasks']}) "
+                f"| {pct(r['plain_second_sample'])} ({r['plain_passed']}/{r['failed_first']}) "
+                f"| {pct(r['retry_pass_per_retry'])} ({r['retries_passed']}/{r['retries']}) "
+                f"| {pct(r['retry_pass_any_per_task'])} | {pct(r['mixed_groups'])} ({r['mixed']}/{r['groups']}) "
+                f"| {pct(r['retry_echoes_attempt'])} | {r['reflection_tokens_p50']:.0f} |"
+            )
+        else:
+            print(" | ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
