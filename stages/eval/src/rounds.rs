@@ -77,9 +77,7 @@ pub fn rows(e: &RoundEval<'_>, baseline: &[Outcome]) -> Vec<EvalRow> {
 
 /// The rows as a Markdown table, one line per (round, level), in percent.
 pub fn markdown(rows: &[EvalRow]) -> String {
-    let acc = |v: f64, lo: f64, hi: f64| {
-        format!("{:.1}% [{:.1}, {:.1}]", 100.0 * v, 100.0 * lo, 100.0 * hi)
-    };
+    let acc = crate::summary::percent;
     let change = |v: f64, lo: f64, hi: f64, p: f64, round: u32| {
         if round == 0 {
             "–".to_owned()

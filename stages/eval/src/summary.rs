@@ -215,16 +215,19 @@ pub fn compare(before: &[Outcome], after: &[Outcome]) -> Result<Change, EvalErro
     })
 }
 
+/// A rate and its interval in percent, as the tables print them: `12.5% [3.5, 36.0]`.
+pub fn percent(rate: f64, low: f64, high: f64) -> String {
+    format!(
+        "{:.1}% [{:.1}, {:.1}]",
+        100.0 * rate,
+        100.0 * low,
+        100.0 * high
+    )
+}
+
 /// The summaries as a Markdown table (accuracy and interval in percent).
 pub fn markdown(rows: &[LevelSummary]) -> String {
-    let pct = |a: &Accuracy| {
-        format!(
-            "{:.1}% [{:.1}, {:.1}]",
-            100.0 * a.rate,
-            100.0 * a.interval.low,
-            100.0 * a.interval.high
-        )
-    };
+    let pct = |a: &Accuracy| percent(a.rate, a.interval.low, a.interval.high);
     let mut s = String::from(
         "| level | tasks | samples | first try (95% CI) | second try (95% CI) |\n|---|---|---|---|---|\n",
     );

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, StringArray, UInt32Array, UInt64Array};
 
-use crate::table::{col, Column, ColumnType, TableError, TableWriter};
+use crate::table::{col, Column, ColumnType, TableError};
 
 /// File name of the cross-round evaluation table inside a run directory.
 pub const EVAL_FILE: &str = "eval.parquet";
@@ -254,81 +254,54 @@ pub fn write_eval(path: &Path, rows: &[EvalRow]) -> Result<(), TableError> {
         expected: format!("a field for column `{name}`"),
         found: "none".into(),
     };
-    flywheel_model::atomic::replace_file(
-        path,
-        |tmp| {
-            let mut w = TableWriter::create(tmp, EVAL_COLUMNS, &[], 65_536)?;
-            let mut named: Vec<(&str, ArrayRef)> = Vec::with_capacity(EVAL_COLUMNS.len());
-            for c in EVAL_COLUMNS {
-                let cells = rows
-                    .iter()
-                    .map(|r| cell(r, c.name).ok_or_else(|| internal(c.name)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let array: ArrayRef = match c.ty {
-                    ColumnType::UInt32 => {
-                        Arc::new(UInt32Array::from_iter_values(cells.iter().map(|v| {
-                            if let Cell::U32(v) = v {
-                                *v
-                            } else {
-                                0
-                            }
-                        })))
+    let mut named: Vec<(&str, ArrayRef)> = Vec::with_capacity(EVAL_COLUMNS.len());
+    for c in EVAL_COLUMNS {
+        let cells = rows
+            .iter()
+            .map(|r| cell(r, c.name).ok_or_else(|| internal(c.name)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let array: ArrayRef = match c.ty {
+            ColumnType::UInt32 => Arc::new(UInt32Array::from_iter_values(cells.iter().map(|v| {
+                if let Cell::U32(v) = v {
+                    *v
+                } else {
+                    0
+                }
+            }))),
+            ColumnType::UInt64 => Arc::new(UInt64Array::from_iter_values(cells.iter().map(|v| {
+                if let Cell::U64(v) = v {
+                    *v
+                } else {
+                    0
+                }
+            }))),
+            ColumnType::Float64 => {
+                Arc::new(Float64Array::from_iter_values(cells.iter().map(|v| {
+                    if let Cell::F64(v) = v {
+                        *v
+                    } else {
+                        0.0
                     }
-                    ColumnType::UInt64 => {
-                        Arc::new(UInt64Array::from_iter_values(cells.iter().map(|v| {
-                            if let Cell::U64(v) = v {
-                                *v
-                            } else {
-                                0
-                            }
-                        })))
-                    }
-                    ColumnType::Float64 => {
-                        Arc::new(Float64Array::from_iter_values(cells.iter().map(|v| {
-                            if let Cell::F64(v) = v {
-                                *v
-                            } else {
-                                0.0
-                            }
-                        })))
-                    }
-                    _ => Arc::new(StringArray::from_iter_values(cells.iter().map(|v| {
-                        if let Cell::Str(v) = v {
-                            *v
-                        } else {
-                            ""
-                        }
-                    }))),
-                };
-                named.push((c.name, array));
+                })))
             }
-            w.write(named)?;
-            w.finish().map(|_| ())
-        },
-        |source| TableError::Io {
-            path: path.to_owned(),
-            op: "rename into place",
-            source,
-        },
-    )
+            _ => Arc::new(StringArray::from_iter_values(cells.iter().map(|v| {
+                if let Cell::Str(v) = v {
+                    *v
+                } else {
+                    ""
+                }
+            }))),
+        };
+        named.push((c.name, array));
+    }
+    crate::table::write_table(path, EVAL_COLUMNS, named)
 }
 
 /// Reads a whole `eval.parquet` (schema checked against [`EVAL_COLUMNS`] first).
 pub fn read_eval(path: &Path) -> Result<Vec<EvalRow>, TableError> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let file = std::fs::File::open(path).map_err(|source| TableError::Io {
-        path: path.to_owned(),
-        op: "open",
-        source,
-    })?;
-    let parquet_err = |source| TableError::Parquet {
-        path: path.to_owned(),
-        source,
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
-    crate::table::check_schema(path, EVAL_COLUMNS, builder.schema())?;
+    let reader = crate::table::read_table(path, EVAL_COLUMNS)?;
     let mut rows = Vec::new();
-    for batch in builder.build().map_err(parquet_err)? {
+    for batch in reader {
         let batch = batch.map_err(|source| TableError::Arrow {
             path: path.to_owned(),
             source,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, UInt32Array, UInt64Array};
 
-use crate::table::{col, Column, ColumnType, TableError, TableWriter};
+use crate::table::{col, Column, ColumnType, TableError};
 
 /// File name of the step metrics inside a training output directory.
 pub const METRICS_FILE: &str = "metrics.parquet";
@@ -128,70 +128,43 @@ fn set_float(m: &mut StepMetrics, name: &str, v: f64) {
 
 /// Writes `rows` to `path` atomically (a temporary sibling renamed into place).
 pub fn write_metrics(path: &Path, rows: &[StepMetrics]) -> Result<(), TableError> {
-    flywheel_model::atomic::replace_file(
-        path,
-        |tmp| {
-            let mut w = TableWriter::create(tmp, METRICS_COLUMNS, &[], 65_536)?;
-            let u64s = |f: fn(&StepMetrics) -> u64| -> ArrayRef {
-                Arc::new(UInt64Array::from_iter_values(rows.iter().map(f)))
-            };
-            let u32s = |f: fn(&StepMetrics) -> u32| -> ArrayRef {
-                Arc::new(UInt32Array::from_iter_values(rows.iter().map(f)))
-            };
-            let float = |i: usize| -> ArrayRef {
-                Arc::new(Float64Array::from_iter_values(
-                    rows.iter().map(|r| floats(r)[i].1),
-                ))
-            };
-            let names = floats(&StepMetrics::default()).map(|(n, _)| n);
-            let mut named: Vec<(&str, ArrayRef)> = vec![
-                ("step", u64s(|r| r.step)),
-                ("epoch", u32s(|r| r.epoch)),
-                ("iteration", u32s(|r| r.iteration)),
-                ("examples", u32s(|r| r.examples)),
-            ];
-            for (i, name) in names.iter().enumerate() {
-                named.push((name, float(i)));
-                if *name == "lr" {
-                    named.push(("tokens", u64s(|r| r.tokens)));
-                    named.push(("span_tokens", u64s(|r| r.span_tokens)));
-                }
-            }
-            w.write(named)?;
-            w.finish().map(|_| ())
-        },
-        |source| TableError::Io {
-            path: path.to_owned(),
-            op: "rename into place",
-            source,
-        },
-    )
+    let u64s = |f: fn(&StepMetrics) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(f)))
+    };
+    let u32s = |f: fn(&StepMetrics) -> u32| -> ArrayRef {
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(f)))
+    };
+    let float = |i: usize| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| floats(r)[i].1),
+        ))
+    };
+    let names = floats(&StepMetrics::default()).map(|(n, _)| n);
+    let mut named: Vec<(&str, ArrayRef)> = vec![
+        ("step", u64s(|r| r.step)),
+        ("epoch", u32s(|r| r.epoch)),
+        ("iteration", u32s(|r| r.iteration)),
+        ("examples", u32s(|r| r.examples)),
+    ];
+    for (i, name) in names.iter().enumerate() {
+        named.push((name, float(i)));
+        if *name == "lr" {
+            named.push(("tokens", u64s(|r| r.tokens)));
+            named.push(("span_tokens", u64s(|r| r.span_tokens)));
+        }
+    }
+    crate::table::write_table(path, METRICS_COLUMNS, named)
 }
 
 /// Reads a whole `metrics.parquet` (schema checked against [`METRICS_COLUMNS`] first).
 pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>, TableError> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let bad = |e: String| TableError::Column {
         path: path.to_owned(),
         index: 0,
         expected: "a readable metrics.parquet".into(),
         found: e,
     };
-    let file = std::fs::File::open(path).map_err(|source| TableError::Io {
-        path: path.to_owned(),
-        op: "open",
-        source,
-    })?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| TableError::Parquet {
-            path: path.to_owned(),
-            source,
-        })?;
-    crate::table::check_schema(path, METRICS_COLUMNS, builder.schema())?;
-    let reader = builder.build().map_err(|source| TableError::Parquet {
-        path: path.to_owned(),
-        source,
-    })?;
+    let reader = crate::table::read_table(path, METRICS_COLUMNS)?;
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|source| TableError::Arrow {

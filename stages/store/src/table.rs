@@ -330,6 +330,47 @@ impl TableWriter {
     }
 }
 
+/// Writes a whole one-batch table to `path` atomically (a temporary sibling renamed into place).
+pub fn write_table(
+    path: &Path,
+    columns: &'static [Column],
+    named: Vec<(&str, ArrayRef)>,
+) -> Result<(), TableError> {
+    flywheel_model::atomic::replace_file(
+        path,
+        |tmp| {
+            let mut w = TableWriter::create(tmp, columns, &[], 65_536)?;
+            w.write(named)?;
+            w.finish().map(|_| ())
+        },
+        |source| TableError::Io {
+            path: path.to_owned(),
+            op: "rename into place",
+            source,
+        },
+    )
+}
+
+/// Opens a table file for reading, its schema checked against `columns` first.
+pub fn read_table(
+    path: &Path,
+    columns: &[Column],
+) -> Result<::parquet::arrow::arrow_reader::ParquetRecordBatchReader, TableError> {
+    use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = File::open(path).map_err(|source| TableError::Io {
+        path: path.to_owned(),
+        op: "open",
+        source,
+    })?;
+    let parquet_err = |source| TableError::Parquet {
+        path: path.to_owned(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+    check_schema(path, columns, builder.schema())?;
+    builder.build().map_err(parquet_err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
