@@ -59,6 +59,17 @@ fn init_with(
     run
 }
 
+/// `flywheel round RUN_DIR --rounds N`, quiet.
+fn round_args(run: &Path, rounds: u32) -> RoundArgs {
+    RoundArgs {
+        run_dir: run.to_owned(),
+        rounds,
+        stage: None,
+        shard: None,
+        quiet: true,
+    }
+}
+
 /// `flywheel eval RUN_DIR [--model DIR]` with the run's own settings.
 fn eval_args(run: &Path, model: Option<std::path::PathBuf>) -> eval::EvalArgs {
     eval::EvalArgs {
@@ -88,14 +99,7 @@ fn eval_args(run: &Path, model: Option<std::path::PathBuf>) -> eval::EvalArgs {
 fn three_rounds_chain_their_models_and_a_held_lock_is_a_no_op() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = init_with(dir.path(), None, &["round.keep_rounds=2"]);
-    let report = round::run(&RoundArgs {
-        run_dir: run.clone(),
-        rounds: 3,
-        stage: None,
-        shard: None,
-        quiet: true,
-    })
-    .expect("round");
+    let report = round::run(&round_args(&run, 3)).expect("round");
     assert_eq!(report.rounds.len(), 3);
     for r in &report.rounds {
         assert_eq!(r.status, "promoted", "{r:?}");
@@ -248,14 +252,7 @@ fn three_rounds_chain_their_models_and_a_held_lock_is_a_no_op() {
         format!("{} 1700000000\n", std::process::id()),
     )
     .unwrap();
-    let busy = round::run(&RoundArgs {
-        run_dir: run.clone(),
-        rounds: 1,
-        stage: None,
-        shard: None,
-        quiet: true,
-    })
-    .expect("busy is not an error");
+    let busy = round::run(&round_args(&run, 1)).expect("busy is not an error");
     let holder = busy.busy.expect("holder");
     assert!(
         holder.contains(&format!("pid {}", std::process::id())),
@@ -279,14 +276,7 @@ fn a_round_without_signal_ends_without_training_and_keeps_current() {
         Some(("countdown".into(), input)),
         &["round.tasks=4", "eval.limit=4", "rounds=1"],
     );
-    let r = round::run(&RoundArgs {
-        run_dir: run.clone(),
-        rounds: 1,
-        stage: None,
-        shard: None,
-        quiet: true,
-    })
-    .expect("round");
+    let r = round::run(&round_args(&run, 1)).expect("round");
     assert_eq!(r.rounds[0].status, "no_signal");
     assert_eq!((r.rounds[0].groups_mixed, r.rounds[0].steps), (0, 0));
     assert_eq!(r.current, 0);
@@ -353,14 +343,7 @@ fn kill_9_inside_every_stage_then_rerun_equals_an_uninterrupted_run() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tempdir");
     let reference = init_with(&dir.path().join("a"), None, &[]);
-    round::run(&RoundArgs {
-        run_dir: reference.clone(),
-        rounds: 2,
-        stage: None,
-        shard: None,
-        quiet: true,
-    })
-    .expect("reference");
+    round::run(&round_args(&reference, 2)).expect("reference");
     let crashed = init_with(&dir.path().join("b"), None, &[]);
     let cli = || round_cli(&crashed, &["--rounds", "1"]);
     // Acknowledgement protocol: kill right after a stage says it stored work. Each invocation
@@ -486,13 +469,7 @@ fn a_failing_export_parity_check_keeps_current_and_exits_1_with_the_reason() {
 fn a_promotion_cut_between_report_and_current_is_finished_by_the_next_round() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = init_with(dir.path(), None, &[]);
-    let args = RoundArgs {
-        run_dir: run.clone(),
-        rounds: 1,
-        stage: None,
-        shard: None,
-        quiet: true,
-    };
+    let args = round_args(&run, 1);
     round::run(&args).expect("round 1");
     // As if killed after round 1's report was written but before `current` named it. The next
     // invocation is a generate shard (as from an array job): it too finishes the promotion
@@ -583,14 +560,7 @@ fn records(runs: &[std::path::PathBuf]) -> (Vec<String>, flywheel_store::Counts)
 fn two_generate_shard_processes_then_round_equal_one_unsharded_round() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reference = init_with(&dir.path().join("a"), None, &[]);
-    round::run(&RoundArgs {
-        run_dir: reference.clone(),
-        rounds: 1,
-        stage: None,
-        shard: None,
-        quiet: true,
-    })
-    .expect("reference");
+    round::run(&round_args(&reference, 1)).expect("reference");
     let sharded = init_with(&dir.path().join("b"), None, &[]);
     let shard = |i: u32| {
         let mut c = round_cli(
@@ -611,14 +581,7 @@ fn two_generate_shard_processes_then_round_equal_one_unsharded_round() {
         .map(|i| sharded.join(format!("rounds/0001/generate/shard-{i}-of-2")))
         .collect();
     assert!(!sharded.join("rounds/0001/generate/store.redb").exists());
-    let r = round::run(&RoundArgs {
-        run_dir: sharded.clone(),
-        rounds: 1,
-        stage: None,
-        shard: None,
-        quiet: true,
-    })
-    .expect("round after the shards");
+    let r = round::run(&round_args(&sharded, 1)).expect("round after the shards");
     assert_eq!(r.rounds[0].status, "promoted");
     let want = records(&[reference.join("rounds/0001/generate")]);
     assert_eq!(records(&runs), want, "records and counts");

@@ -408,7 +408,7 @@ pub fn tabulate(run: &Path, name: &str) -> Result<Vec<EvalRow>, EvalCommandError
     }
     let baseline = outcomes_of(&baseline_dir)?;
     let mut rows = Vec::new();
-    for r in rounds_of(run) {
+    for r in crate::run::rounds(run) {
         let dir = round_dir(run, r).join(name);
         let json = dir.join("eval.json");
         let Ok(bytes) = std::fs::read(&json) else {
@@ -434,18 +434,6 @@ pub fn tabulate(run: &Path, name: &str) -> Result<Vec<EvalRow>, EvalCommandError
     flywheel_store::write_eval(&run.join(format!("{name}.parquet")), &rows)?;
     flywheel_eval::plot::draw(&run.join(format!("{name}.png")), &rows)?;
     Ok(rows)
-}
-
-/// The rounds of a run with a directory, in order.
-fn rounds_of(run: &Path) -> Vec<u32> {
-    let mut rounds: Vec<u32> = std::fs::read_dir(run.join("rounds"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-        .collect();
-    rounds.sort_unstable();
-    rounds
 }
 
 /// The settings of `flywheel eval RUN_DIR`: the run's, each flag given overriding one. Settings
@@ -519,7 +507,7 @@ fn run_dir_mode(args: &EvalArgs, run: &Path) -> Result<RunEvalReport, EvalComman
             w.dedup();
             w
         }
-        None => rounds_of(run)
+        None => crate::run::rounds(run)
             .into_iter()
             .filter(|&r| has_model(r))
             .collect(),

@@ -248,13 +248,7 @@ fn current(run: &Path) -> Result<u32, RoundError> {
 
 /// The highest round with a directory (0 when only round 0 exists).
 fn last_round(run: &Path) -> u32 {
-    std::fs::read_dir(run.join("rounds"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .max()
-        .unwrap_or(0)
+    crate::run::rounds(run).last().copied().unwrap_or(0)
 }
 
 /// A settings string as the stage command's value.
@@ -503,7 +497,11 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<Step, RoundError>
         }
     };
     // Round 0's held-out accuracy is every later round's baseline.
-    if !round_dir(run, 0).join("eval/eval.json").is_file() {
+    if !round_dir(run, 0)
+        .join(eval::EVAL_DIR)
+        .join("eval.json")
+        .is_file()
+    {
         say("evaluate round 0 (the baseline)");
         evaluate(c, run, 0, quiet)?;
     }

@@ -56,17 +56,13 @@ pub enum StatsCommandError {
 }
 
 pub fn run(args: &StatsArgs) -> Result<Vec<RoundStats>, StatsCommandError> {
-    let rounds_dir = args.run_dir.join("rounds");
-    let mut rounds: Vec<u32> = std::fs::read_dir(&rounds_dir)
-        .map_err(|_| StatsCommandError::NotARun {
+    if !args.run_dir.join("rounds").is_dir() {
+        return Err(StatsCommandError::NotARun {
             path: args.run_dir.clone(),
-        })?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-        .collect();
-    rounds.sort_unstable();
+        });
+    }
     let mut out = Vec::new();
-    for r in rounds {
+    for r in crate::run::rounds(&args.run_dir) {
         let d = round_dir(&args.run_dir, r);
         let outcome: Option<RoundOutcome> = std::fs::read(d.join(ROUND_FILE))
             .ok()

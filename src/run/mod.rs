@@ -13,6 +13,19 @@ pub fn round_dir(run: &Path, round: u32) -> PathBuf {
     run.join("rounds").join(format!("{round:04}"))
 }
 
+/// The rounds of a run that have a directory under `RUN_DIR/rounds/`, in order (empty when
+/// there is none).
+pub fn rounds(run: &Path) -> Vec<u32> {
+    let mut rounds: Vec<u32> = std::fs::read_dir(run.join("rounds"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect();
+    rounds.sort_unstable();
+    rounds
+}
+
 /// `RUN_DIR/rounds/NNNN/model`: the model a round ends with (round 0: the starting model).
 pub fn model_dir(run: &Path, round: u32) -> PathBuf {
     round_dir(run, round).join("model")
