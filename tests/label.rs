@@ -104,6 +104,57 @@ fn examples_are_the_stored_reflections_token_for_token() {
 }
 
 #[test]
+fn attempt_span_examples_are_the_stored_attempts_grouped_by_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    generate::run(&GenerateArgs {
+        attempts: 4,
+        reflections: 0,
+        ..generate_args(&run)
+    })
+    .expect("generate");
+    let report = label::run(&LabelArgs {
+        span: label::SpanArg::Attempt,
+        ..label_args(&run)
+    })
+    .expect("label");
+    assert!(
+        report.counts.groups_mixed > 0,
+        "no task with both outcomes: {:?}",
+        report.counts
+    );
+    assert_eq!(report.counts.reflections, 24 * 4, "every attempt is a span");
+    let (meta, examples) = read_train(&run.join("train.parquet")).expect("train.parquet");
+    assert_eq!(meta.span, flywheel_store::Span::Attempt);
+    assert_eq!(examples.len() as u64, report.counts.kept);
+    let store = Store::open_existing(&run).expect("store");
+    let mut attempts = HashMap::new();
+    store
+        .for_each_attempt(|a| {
+            attempts.insert((a.task_index, a.attempt), a);
+            Ok(())
+        })
+        .expect("attempts");
+    let mut groups: HashMap<u64, Vec<f32>> = HashMap::new();
+    for e in &examples {
+        let a = &attempts[&(e.task_index, e.attempt)];
+        let g = &a.generation;
+        let s = e.span_start as usize;
+        assert_eq!(e.reflection, 0);
+        assert_eq!(&e.input_ids[..s], g.prompt_ids.as_slice());
+        assert_eq!(&e.input_ids[s..], g.token_ids.as_slice());
+        assert_eq!(e.sampler_logprobs, g.logprobs);
+        assert_eq!(e.reward, if a.pass { 1.0 } else { 0.0 });
+        groups.entry(e.task_index).or_default().push(e.advantage);
+    }
+    // A group is a task: its advantages sum to zero and it holds all four attempts.
+    for (t, adv) in &groups {
+        assert_eq!(adv.len(), 4, "task {t}");
+        assert!(adv.iter().sum::<f32>().abs() < 1e-4, "task {t}: {adv:?}");
+    }
+}
+
+#[test]
 fn label_cli_prints_json_and_a_summary_and_fails_cleanly_on_a_missing_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flywheel"))

@@ -290,6 +290,43 @@ fn a_round_without_signal_ends_without_training_and_keeps_current() {
     assert!(!run.join("rounds/0002").exists());
 }
 
+#[test]
+fn the_attempt_span_control_trains_a_round_on_first_tries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = init_with(
+        dir.path(),
+        None,
+        &[
+            "label.span=attempt",
+            "generate.attempts=4",
+            "generate.reflections=0",
+        ],
+    );
+    let r = round::run(&round_args(&run, 1)).expect("round");
+    assert_eq!(r.rounds[0].status, "promoted", "{:?}", r.rounds[0]);
+    assert!(r.rounds[0].steps > 0 && r.rounds[0].groups_mixed > 0);
+    let (meta, rows) =
+        flywheel_store::read_train(&run.join("rounds/0001/train.parquet")).expect("train.parquet");
+    assert_eq!(meta.span, flywheel_store::Span::Attempt);
+    assert!(rows.iter().all(|e| e.reflection == 0));
+    // One attempt per task cannot make a group: refused when the run is made, by name.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (task, data) = common::tiny_task();
+    let e = init::run(&InitArgs {
+        run_dir: other.path().join("run"),
+        task: Some(task.display().to_string()),
+        train_input: Some(data.clone()),
+        eval_input: Some(data),
+        model: None,
+        gguf: None,
+        config: None,
+        sets: vec!["label.span=attempt".into()],
+        threads: 1,
+    })
+    .expect_err("one attempt");
+    assert!(e.to_string().contains("generate.attempts"), "{e}");
+}
+
 /// Trained weights and training examples of every round, which a crashed-and-resumed run must
 /// reproduce exactly.
 fn outcome(run: &Path, rounds: u32) -> Vec<(Vec<u8>, Vec<flywheel_store::TrainExample>)> {

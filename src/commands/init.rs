@@ -173,6 +173,7 @@ fn check_values(c: &RunConfig) -> Result<(), InitError> {
         }
     };
     one_of("label.scale", &c.label.scale, "group, batch, none")?;
+    one_of("label.span", &c.label.span, "reflection, attempt")?;
     one_of("train.loss", &c.train.loss, "grpo, bnpo, dr_grpo, dapo")?;
     one_of("train.dtype", &c.train.dtype, "f32, bf16")?;
     one_of("train.device", &c.train.device, "auto, cpu, cuda")?;
@@ -187,6 +188,14 @@ fn check_values(c: &RunConfig) -> Result<(), InitError> {
             key: "round.tasks",
             value: "0".into(),
             allowed: "a count of at least 1",
+        });
+    }
+    // One attempt per task is a group of one: no spread, so the control would never train.
+    if c.label.span == "attempt" && c.generate.attempts < 2 {
+        return Err(InitError::Value {
+            key: "generate.attempts",
+            value: c.generate.attempts.to_string(),
+            allowed: "2 or more with label.span = attempt (the group is the task's attempts)",
         });
     }
     Ok(())

@@ -1,9 +1,21 @@
 //! `flywheel label`: the rollouts of one or more shards of a round → `train.parquet`, one
-//! example per reflection with its reward and group advantage (stage two).
+//! example per reflection (or per attempt, the control) with its reward and group advantage
+//! (stage two).
 
 use flywheel_label::{LabelConfig, LabelError, LabelReport};
-use flywheel_store::{Scale, TRAIN_FILE};
+use flywheel_store::{Scale, Span, TRAIN_FILE};
 use std::path::PathBuf;
+
+/// Which generations carry the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum SpanArg {
+    /// The reflections, rewarded by their retry, grouped by failed attempt (the paper's method).
+    #[default]
+    Reflection,
+    /// The attempts, rewarded by their own verdict, grouped by task: plain GRPO on first tries,
+    /// the control (generate with `--attempts G --reflections 0`).
+    Attempt,
+}
 
 /// How advantages are scaled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -26,20 +38,23 @@ pub struct LabelArgs {
     /// Output file (default: `train.parquet` in the first run directory); replaced atomically.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Which generations are the examples.
+    #[arg(long, value_enum, default_value_t = SpanArg::Reflection)]
+    pub span: SpanArg,
     /// Advantage scaling.
     #[arg(long, value_enum, default_value_t = ScaleArg::Group)]
     pub scale: ScaleArg,
-    /// Keep groups whose retries all passed or all failed (advantage 0) instead of dropping them.
+    /// Keep groups whose rewards are all equal (advantage 0) instead of dropping them.
     #[arg(long)]
     pub keep_zero_std: bool,
-    /// Drop reflections cut at the token limit (kept by default, as TRL does); the rest of the
-    /// group is re-scored without them.
+    /// Drop spans cut at the token limit (kept by default, as TRL does); the rest of the group is
+    /// re-scored without them.
     #[arg(long)]
     pub drop_truncated: bool,
-    /// Drop reflections shorter than N tokens.
+    /// Drop spans shorter than N tokens.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub min_tokens: u32,
-    /// Drop reflections longer than N tokens.
+    /// Drop spans longer than N tokens.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u32>,
 }
@@ -48,6 +63,10 @@ impl LabelArgs {
     /// The engine settings these flags set.
     pub fn config(&self) -> LabelConfig {
         LabelConfig {
+            span: match self.span {
+                SpanArg::Reflection => Span::Reflection,
+                SpanArg::Attempt => Span::Attempt,
+            },
             scale: match self.scale {
                 ScaleArg::Group => Scale::Group,
                 ScaleArg::Batch => Scale::Batch,

@@ -12,7 +12,7 @@ use clap::ValueEnum;
 use super::eval::{self, EvalCommandError};
 use super::export::{self, ExportArgs, ExportCommandError};
 use super::generate::{self, GenerateArgs, GenerateError, Shard};
-use super::label::{self, LabelArgs, ScaleArg};
+use super::label::{self, LabelArgs, ScaleArg, SpanArg};
 use super::train::{self as train_cmd, IsArg, LossArg, TrainArgs, TrainDevice, TrainDtype};
 use super::DeviceArg;
 use crate::run::config::{ConfigError, RunConfig, CONFIG_FILE};
@@ -549,6 +549,7 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<Step, RoundError>
     let labelled = label::run(&LabelArgs {
         runs,
         out: Some(dir.join(flywheel_store::TRAIN_FILE)),
+        span: value::<SpanArg>("label.span", &l.span)?,
         scale: value::<ScaleArg>("label.scale", &l.scale)?,
         keep_zero_std: l.keep_zero_std,
         drop_truncated: l.drop_truncated,
@@ -558,10 +559,15 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<Step, RoundError>
     .map_err(|source| RoundError::Label { round: k, source })?;
     lap("label", &mut seconds);
     say(&format!(
-        "label: {} examples; {} of {} reflection groups have both outcomes; retries passed {} of {}",
+        "label: {} examples; {} of {} {} groups have both outcomes; {} passed {} of {}",
         labelled.counts.kept,
         labelled.counts.groups_mixed,
         labelled.counts.groups_seen,
+        labelled.meta.span.as_str(),
+        match labelled.meta.span {
+            flywheel_store::Span::Reflection => "retries",
+            flywheel_store::Span::Attempt => "attempts",
+        },
         labelled.counts.retries_passed,
         labelled.counts.retries
     ));

@@ -81,6 +81,8 @@ pub struct GenerateSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelSection {
+    #[serde(default = "reflection")]
+    pub span: String,
     pub scale: String,
     pub keep_zero_std: bool,
     pub drop_truncated: bool,
@@ -170,6 +172,7 @@ pub const DOCS: &[(&str, &str, &str)] = &[
     ("generate", "device", "auto, cpu or cuda"),
     ("generate", "threads", "ONNX Runtime intra-op threads (0: its default)"),
     ("generate", "prefix_cache_mib", "memory for reusable prompt prefixes, in MiB"),
+    ("label", "span", "examples: reflection (rewarded by their retry, the paper's method) or attempt (plain GRPO on first tries, the control; needs generate.attempts >= 2)"),
     ("label", "scale", "advantage scaling: group, batch or none"),
     ("label", "keep_zero_std", "keep groups whose retries all passed or all failed (advantage 0)"),
     ("label", "drop_truncated", "drop reflections cut at the token limit"),
@@ -199,6 +202,10 @@ pub const DOCS: &[(&str, &str, &str)] = &[
     ("eval", "temperature", "temperature of the samples (0 with one sample)"),
     ("eval", "max_new_tokens", "token limit of every evaluation generation"),
 ];
+
+fn reflection() -> String {
+    "reflection".into()
+}
 
 impl RunConfig {
     /// The defaults for a task and its inputs: each stage command's defaults, and 64 tasks a round.
@@ -234,6 +241,7 @@ impl RunConfig {
                 prefix_cache_mib: 1024,
             },
             label: LabelSection {
+                span: reflection(),
                 scale: "group".into(),
                 keep_zero_std: false,
                 drop_truncated: false,

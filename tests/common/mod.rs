@@ -147,6 +147,7 @@ pub fn label_args(run: &Path) -> flywheel::commands::label::LabelArgs {
     flywheel::commands::label::LabelArgs {
         runs: vec![run.to_owned()],
         out: None,
+        span: flywheel::commands::label::SpanArg::Reflection,
         scale: flywheel::commands::label::ScaleArg::Group,
         keep_zero_std: false,
         drop_truncated: false,

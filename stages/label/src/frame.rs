@@ -1,12 +1,13 @@
 //! The labelling engine, on polars: rollouts in (a `LazyFrame` with the `rollouts.parquet`
 //! columns), training examples and their counts out. One example per reflection, joined with the
-//! retry that followed it; filters applied in a fixed order, each counted; group statistics and
-//! advantages computed over the rows that are kept, so no advantage is computed over a row that
-//! will not be trained.
+//! retry that followed it (or, with [`Span::Attempt`], one per attempt, rewarded by its own
+//! verdict); filters applied in a fixed order, each counted; group statistics and advantages
+//! computed over the rows that are kept, so no advantage is computed over a row that will not be
+//! trained.
 
 use polars::prelude::*;
 
-use flywheel_store::Scale;
+use flywheel_store::{Scale, Span};
 
 /// TRL's epsilon in `(r - mean) / (std + eps)`.
 pub const STD_EPS: f64 = 1e-4;
@@ -14,6 +15,8 @@ pub const STD_EPS: f64 = 1e-4;
 /// The label settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelConfig {
+    /// Which generations carry the loss.
+    pub span: Span,
     /// Advantage scaling.
     pub scale: Scale,
     /// Keep groups whose rewards are all equal (advantage 0) instead of dropping them.
@@ -29,6 +32,7 @@ pub struct LabelConfig {
 impl Default for LabelConfig {
     fn default() -> Self {
         Self {
+            span: Span::Reflection,
             scale: Scale::Group,
             keep_zero_std: false,
             drop_truncated: false,
@@ -38,20 +42,22 @@ impl Default for LabelConfig {
     }
 }
 
-/// What the engine counted, in filter order.
+/// What the engine counted, in filter order. With [`Span::Attempt`] the spans are the attempts:
+/// `reflections` counts them, `retries` and `retries_passed` count their verdicts, and a group
+/// is a task.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Counts {
     /// Rollout rows read.
     pub rows: u64,
-    /// Reflections read.
+    /// Reflections read (spans read).
     pub reflections: u64,
-    /// Retries read, and how many passed.
+    /// Retries read (rewarded generations read).
     pub retries: u64,
     /// Retries that passed.
     pub retries_passed: u64,
-    /// Groups (failed attempts with at least one reflection).
+    /// Groups (failed attempts with at least one reflection; tasks with at least one attempt).
     pub groups_seen: u64,
-    /// Groups whose reflections' retries had both outcomes (before any filter).
+    /// Groups whose rewards had both outcomes (before any filter).
     pub groups_mixed: u64,
     /// Reflections without a retry (an incomplete run), dropped.
     pub dropped_missing_retry: u64,
@@ -83,18 +89,22 @@ pub struct Labelled {
 
 const KEY: [&str; 3] = ["task_index", "attempt", "reflection"];
 
-fn group() -> [Expr; 2] {
-    [col("task_index"), col("attempt")]
+/// The columns that name a GRPO group.
+fn group(span: Span) -> Vec<Expr> {
+    match span {
+        Span::Reflection => vec![col("task_index"), col("attempt")],
+        Span::Attempt => vec![col("task_index")],
+    }
 }
 
-fn n_groups(df: &DataFrame) -> PolarsResult<u64> {
+fn n_groups(df: &DataFrame, span: Span) -> PolarsResult<u64> {
     if df.height() == 0 {
         return Ok(0);
     }
     let g = df
         .clone()
         .lazy()
-        .select([col("task_index"), col("attempt")])
+        .select(group(span))
         .unique(None, UniqueKeepStrategy::Any)
         .collect()?;
     Ok(g.height() as u64)
@@ -112,51 +122,13 @@ pub fn label(rollouts: LazyFrame, config: &LabelConfig) -> PolarsResult<Labelled
     let mut counts = Counts::default();
     let rollouts = rollouts.collect()?;
     counts.rows = rollouts.height() as u64;
-    let kind = |k: &str| col("kind").eq(lit(k.to_owned()));
-    let reflections = rollouts.clone().lazy().filter(kind("reflection")).select([
-        col("task_index"),
-        col("task_id"),
-        col("level"),
-        col("attempt"),
-        col("reflection"),
-        col("prompt_ids"),
-        col("token_ids"),
-        col("logprobs"),
-        col("finish_reason"),
-        col("model_hash"),
-    ]);
-    let retries = rollouts
-        .lazy()
-        .filter(kind("retry"))
-        .select([
-            col("task_index"),
-            col("attempt"),
-            col("reflection"),
-            col("pass").alias("retry_pass"),
-            col("reason").alias("retry_reason"),
-        ])
-        .collect()?;
-    counts.retries = retries.height() as u64;
-    counts.retries_passed = retries
-        .clone()
-        .lazy()
-        .filter(col("retry_pass").eq(lit(true)))
-        .collect()?
-        .height() as u64;
-    let keys: Vec<Expr> = KEY.iter().map(|k| col(*k)).collect();
-    let joined = reflections
-        .join(
-            retries.lazy(),
-            keys.clone(),
-            keys,
-            JoinArgs::new(JoinType::Left),
-        )
-        .with_columns([col("token_ids")
-            .list()
-            .len()
-            .cast(DataType::UInt32)
-            .alias("span_len")])
-        .collect()?;
+    let span = config.span;
+    // One row per span with its reward (`retry_pass`, null when the retry is missing) and the
+    // verifier's reason, keyed by KEY.
+    let joined = match span {
+        Span::Reflection => reflection_spans(rollouts, &mut counts)?,
+        Span::Attempt => attempt_spans(rollouts, &mut counts)?,
+    };
     // A reflection whose log-probs do not pair with its tokens cannot be trained on: a corrupt
     // or hand-edited file, refused naming the first such row.
     let bad = joined
@@ -173,17 +145,17 @@ pub fn label(rollouts: LazyFrame, config: &LabelConfig) -> PolarsResult<Labelled
         .collect()?;
     if bad.height() > 0 {
         let key = |c: &str| -> PolarsResult<String> { Ok(bad.column(c)?.get(0)?.to_string()) };
-        polars_bail!(ComputeError: "reflection (task {}, attempt {}, reflection {}) has a log-prob \
-            list whose length differs from its token ids", key("task_index")?, key("attempt")?,
-            key("reflection")?);
+        polars_bail!(ComputeError: "{} (task {}, attempt {}, reflection {}) has a log-prob \
+            list whose length differs from its token ids", span.as_str(), key("task_index")?,
+            key("attempt")?, key("reflection")?);
     }
     counts.reflections = joined.height() as u64;
-    counts.groups_seen = n_groups(&joined)?;
+    counts.groups_seen = n_groups(&joined, span)?;
     counts.groups_mixed = joined
         .clone()
         .lazy()
         .filter(col("retry_pass").is_not_null())
-        .group_by(group())
+        .group_by(group(span))
         .agg([
             col("retry_pass")
                 .cast(DataType::UInt32)
@@ -221,10 +193,10 @@ pub fn label(rollouts: LazyFrame, config: &LabelConfig) -> PolarsResult<Labelled
     let scored = df
         .lazy()
         .with_columns([
-            len().over(group())?.alias("group_n"),
-            r().mean().over(group())?.alias("group_mean"),
+            len().over(group(span))?.alias("group_n"),
+            r().mean().over(group(span))?.alias("group_mean"),
             r().std(1)
-                .over(group())?
+                .over(group(span))?
                 .fill_null(lit(0.0))
                 .alias("group_std"),
         ])
@@ -233,8 +205,11 @@ pub fn label(rollouts: LazyFrame, config: &LabelConfig) -> PolarsResult<Labelled
             .or(col("group_std").eq(lit(0.0)))
             .alias("zero_std")])
         .collect()?;
-    counts.groups_scored = n_groups(&scored)?;
-    counts.zero_std_groups = n_groups(&scored.clone().lazy().filter(col("zero_std")).collect()?)?;
+    counts.groups_scored = n_groups(&scored, span)?;
+    counts.zero_std_groups = n_groups(
+        &scored.clone().lazy().filter(col("zero_std")).collect()?,
+        span,
+    )?;
     let (kept, n) = if config.keep_zero_std {
         (scored, 0)
     } else {
@@ -272,6 +247,89 @@ pub fn label(rollouts: LazyFrame, config: &LabelConfig) -> PolarsResult<Labelled
         .sort(KEY, SortMultipleOptions::default())
         .collect()?;
     counts.kept = examples.height() as u64;
-    counts.groups_kept = n_groups(&examples)?;
+    counts.groups_kept = n_groups(&examples, span)?;
     Ok(Labelled { examples, counts })
+}
+
+/// The reflections, each joined with the retry that followed it.
+fn reflection_spans(rollouts: DataFrame, counts: &mut Counts) -> PolarsResult<DataFrame> {
+    let kind = |k: &str| col("kind").eq(lit(k.to_owned()));
+    let reflections = rollouts.clone().lazy().filter(kind("reflection")).select([
+        col("task_index"),
+        col("task_id"),
+        col("level"),
+        col("attempt"),
+        col("reflection"),
+        col("prompt_ids"),
+        col("token_ids"),
+        col("logprobs"),
+        col("finish_reason"),
+        col("model_hash"),
+    ]);
+    let retries = rollouts
+        .lazy()
+        .filter(kind("retry"))
+        .select([
+            col("task_index"),
+            col("attempt"),
+            col("reflection"),
+            col("pass").alias("retry_pass"),
+            col("reason").alias("retry_reason"),
+        ])
+        .collect()?;
+    counts.retries = retries.height() as u64;
+    counts.retries_passed = passed(&retries)?;
+    let keys: Vec<Expr> = KEY.iter().map(|k| col(*k)).collect();
+    reflections
+        .join(
+            retries.lazy(),
+            keys.clone(),
+            keys,
+            JoinArgs::new(JoinType::Left),
+        )
+        .with_columns([span_len()])
+        .collect()
+}
+
+/// The attempts, each rewarded by its own verdict (reflection number 0).
+fn attempt_spans(rollouts: DataFrame, counts: &mut Counts) -> PolarsResult<DataFrame> {
+    let attempts = rollouts
+        .lazy()
+        .filter(col("kind").eq(lit("attempt")))
+        .select([
+            col("task_index"),
+            col("task_id"),
+            col("level"),
+            col("attempt"),
+            lit(0u32).alias("reflection"),
+            col("prompt_ids"),
+            col("token_ids"),
+            col("logprobs"),
+            col("finish_reason"),
+            col("model_hash"),
+            col("pass").alias("retry_pass"),
+            col("reason").alias("retry_reason"),
+        ])
+        .with_columns([span_len()])
+        .collect()?;
+    counts.retries = attempts.height() as u64;
+    counts.retries_passed = passed(&attempts)?;
+    Ok(attempts)
+}
+
+fn span_len() -> Expr {
+    col("token_ids")
+        .list()
+        .len()
+        .cast(DataType::UInt32)
+        .alias("span_len")
+}
+
+fn passed(df: &DataFrame) -> PolarsResult<u64> {
+    Ok(df
+        .clone()
+        .lazy()
+        .filter(col("retry_pass").eq(lit(true)))
+        .collect()?
+        .height() as u64)
 }

@@ -1,6 +1,7 @@
 //! Stage two of flywheel: turns the rollouts of a generate run (one or more shards of a round)
 //! into training examples, one per reflection, labelled by whether the retry that followed it
-//! passed, with GRPO group advantages. Only the reflection span will carry a loss.
+//! passed, with GRPO group advantages. Only the reflection span will carry a loss. The control
+//! ([`Span::Attempt`]) makes one example per attempt instead, grouped by task: plain GRPO.
 //!
 //! [`label_runs`] is what `flywheel label` calls: it checks the inputs, runs the polars engine
 //! ([`frame::label`]) and writes `train.parquet` atomically (a rerun replaces it only when the
@@ -13,7 +14,7 @@ mod write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use flywheel_store::{LabelMeta, TableError};
+use flywheel_store::{LabelMeta, Span, TableError};
 use polars::prelude::{LazyFrame, PlRefPath, PolarsError, ScanArgsParquet};
 
 pub use frame::{Counts, LabelConfig, Labelled, STD_EPS};
@@ -154,9 +155,13 @@ pub struct LabelReport {
 impl std::fmt::Display for LabelReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = &self.counts;
+        let (spans, rewarded) = match self.meta.span {
+            Span::Reflection => ("reflections", "retries"),
+            Span::Attempt => ("attempts", "attempts"),
+        };
         writeln!(
             f,
-            "label: {} reflections in {} groups ({} with mixed outcomes); retries passed {:.1}%",
+            "label: {} {spans} in {} groups ({} with mixed outcomes); {rewarded} passed {:.1}%",
             c.reflections,
             c.groups_seen,
             c.groups_mixed,
@@ -229,6 +234,7 @@ pub fn label_runs(
         model_hash: first.model_hash.clone(),
         model_files_hash: first.model_files_hash.clone(),
         task: first.task.clone(),
+        span: config.span,
         temperature: first.temperature,
         top_p: first.top_p,
         top_k: first.top_k,
@@ -258,7 +264,7 @@ pub fn label_runs(
     }
     let (rewards, mut spans) = summary(&examples).map_err(polars_err("summarize"))?;
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let empty_reason = (counts.kept == 0).then(|| empty_reason(&counts));
+    let empty_reason = (counts.kept == 0).then(|| empty_reason(&counts, config.span));
     Ok(LabelReport {
         out: out.to_owned(),
         inputs: inputs.into_iter().map(|i| i.path).collect(),
@@ -298,16 +304,26 @@ fn summary(
     Ok((rewards, spans))
 }
 
-fn empty_reason(c: &Counts) -> String {
-    if c.reflections == 0 {
+fn empty_reason(c: &Counts, span: Span) -> String {
+    if span == Span::Attempt && c.reflections == 0 {
+        "the rollouts hold no attempt".into()
+    } else if span == Span::Attempt && c.groups_scored == c.reflections {
+        "every task has a single attempt, so no group has a spread: the attempt span needs \
+         --attempts 2 or more"
+            .into()
+    } else if c.reflections == 0 {
         "the rollouts hold no reflection (every attempt passed, or the run had --reflections 0)"
             .into()
     } else if c.groups_scored == 0 {
         "every reflection was filtered out before scoring (see the dropped counts)".into()
     } else {
+        let what = match span {
+            Span::Reflection => "every retry of a group passed, or every one failed",
+            Span::Attempt => "every attempt at a task passed, or every one failed",
+        };
         format!(
-            "all {} groups have zero reward variance (every retry of a group passed, or every one \
-             failed); --keep-zero-std keeps them with advantage 0",
+            "all {} groups have zero reward variance ({what}); --keep-zero-std keeps them with \
+             advantage 0",
             c.groups_scored
         )
     }

@@ -8,7 +8,7 @@ use arrow::array::{Array, Float32Array, ListArray, StringArray};
 use flywheel_label::{label_runs, LabelConfig, LabelError};
 use flywheel_store::{
     export_rollouts, read_train, AttemptRecord, FinishReason, Generation, LabelMeta,
-    ReflectionRecord, RetryRecord, RunMeta, Scale, Store, TaskRecord, TrainExample, WriteBatch,
+    ReflectionRecord, RetryRecord, RunMeta, Scale, Span, Store, TaskRecord, TrainExample, WriteBatch,
     ROLLOUTS_FILE,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -493,4 +493,115 @@ fn a_reflection_whose_logprobs_do_not_pair_with_its_tokens_is_refused() {
     assert!(msg.contains("task 0, attempt 0, reflection 0"), "{msg}");
     assert!(msg.contains("log-prob"), "{msg}");
     assert!(!out.exists());
+}
+
+/// Attempts of task `t` with verdicts `passes`; each failed one is followed by one reflection and
+/// its passing retry, which the attempt span must ignore.
+fn attempt_group(b: &mut WriteBatch, t: u64, passes: &[bool]) {
+    b.tasks.push(TaskRecord {
+        task_index: t,
+        id: format!("task-{t}"),
+        level: Some("trivial".into()),
+        fields_json: "{}".into(),
+    });
+    for (a, &pass) in passes.iter().enumerate() {
+        let a32 = a as u32;
+        b.attempts.push(AttemptRecord {
+            task_index: t,
+            attempt: a32,
+            generation: generation(vec![1, 2, t as u32], vec![50 + a32, 51, 2], FinishReason::Eos),
+            pass,
+            reason: if pass { "ok" } else { "wrong_value" }.into(),
+        });
+        if !pass {
+            b.reflections.push(ReflectionRecord {
+                task_index: t,
+                attempt: a32,
+                reflection: 0,
+                generation: generation(vec![1, 2, 9], vec![100, 2], FinishReason::Eos),
+            });
+            b.retries.push(RetryRecord {
+                task_index: t,
+                attempt: a32,
+                reflection: 0,
+                generation: generation(vec![1, 2, 9, 100, 2], vec![8, 2], FinishReason::Eos),
+                pass: true,
+                reason: "ok".into(),
+            });
+        }
+    }
+}
+
+#[test]
+fn attempt_span_makes_plain_grpo_examples_grouped_by_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = WriteBatch::default();
+    let (t, f) = (true, false);
+    attempt_group(&mut b, 0, &[t, f, f]); // mixed, G = 3
+    attempt_group(&mut b, 1, &[f, f, f]); // zero variance
+    attempt_group(&mut b, 2, &[t, f]); // mixed, G = 2
+    attempt_group(&mut b, 3, &[t]); // a group of one
+    let run = write_run(dir.path(), &meta(0, 1), &b);
+    let out = dir.path().join("train.parquet");
+    let config = LabelConfig {
+        span: Span::Attempt,
+        ..Default::default()
+    };
+    let report = label_runs(&[run], &out, &config).expect("label");
+    let (rows, meta) = read(&out);
+    assert_eq!(meta.span, Span::Attempt);
+    let got: Vec<(u64, u32, u32)> = rows
+        .iter()
+        .map(|r| (r.task_index, r.attempt, r.reflection))
+        .collect();
+    assert_eq!(got, vec![(0, 0, 0), (0, 1, 0), (0, 2, 0), (2, 0, 0), (2, 1, 0)]);
+    // Task 0: rewards 1,0,0: mean 1/3, unbiased std sqrt(1/3). Task 2: 1,0: std sqrt(1/2).
+    let s0 = (1.0f64 / 3.0).sqrt() + 1e-4;
+    let s2 = 0.5f64.sqrt() + 1e-4;
+    let want = [
+        (2.0 / 3.0) / s0,
+        (-1.0 / 3.0) / s0,
+        (-1.0 / 3.0) / s0,
+        0.5 / s2,
+        -0.5 / s2,
+    ];
+    for (r, w) in rows.iter().zip(want) {
+        assert!(close(r.advantage, w), "{r:?}: want advantage {w}");
+        // The span is the attempt itself: its prompt, then its tokens, never the reflection's.
+        let prompt = [1, 2, r.task_index as u32];
+        let (s, e) = (r.span_start as usize, r.span_end as usize);
+        assert_eq!(&r.input_ids[..s], prompt.as_slice(), "{r:?}");
+        assert_eq!(&r.input_ids[s..e], &[50 + r.attempt, 51, 2], "{r:?}");
+        assert_eq!(r.sampler_logprobs.len(), 3);
+        assert_eq!(r.reward, if r.advantage > 0.0 { 1.0 } else { 0.0 });
+        assert_eq!(
+            r.retry_reason,
+            if r.reward > 0.0 { "ok" } else { "wrong_value" }
+        );
+    }
+    let c = &report.counts;
+    assert_eq!((c.reflections, c.retries, c.retries_passed), (9, 9, 3));
+    assert_eq!((c.groups_seen, c.groups_mixed), (4, 2));
+    assert_eq!((c.zero_std_groups, c.dropped_zero_std), (2, 3 + 1));
+    assert_eq!((c.kept, c.groups_kept), (5, 2));
+    assert!(report.to_string().contains("9 attempts in 4 groups"), "{report}");
+}
+
+#[test]
+fn attempt_span_with_one_attempt_per_task_is_empty_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = WriteBatch::default();
+    attempt_group(&mut b, 0, &[false]);
+    attempt_group(&mut b, 1, &[true]);
+    let run = write_run(dir.path(), &meta(0, 1), &b);
+    let out = dir.path().join("train.parquet");
+    let config = LabelConfig {
+        span: Span::Attempt,
+        ..Default::default()
+    };
+    let report = label_runs(&[run], &out, &config).expect("label");
+    assert_eq!(report.counts.kept, 0);
+    let why = report.empty_reason.expect("a reason");
+    assert!(why.contains("--attempts 2"), "{why}");
+    assert!(read(&out).0.is_empty());
 }

@@ -40,7 +40,7 @@ pub use self::schema::{DecodeError, SCHEMA_VERSION};
 use self::schema::{StoredRecord, COUNTERS, COUNTER_NAMES, META, META_RUN, META_SCHEMA};
 pub use self::table::{Column, ColumnType, TableError, TableWriter};
 pub use self::train::{
-    read_train, write_train, LabelMeta, Scale, TrainExample, TrainReadError, LABEL_META_KEY,
+    read_train, write_train, LabelMeta, Scale, Span, TrainExample, TrainReadError, LABEL_META_KEY,
     TRAIN_COLUMNS, TRAIN_FILE,
 };
 

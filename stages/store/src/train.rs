@@ -17,18 +17,42 @@ pub const TRAIN_COLUMNS: &[Column] = &[
     col("task_index", ColumnType::UInt64, false, "0-based index of the instance in the whole input"),
     col("task_id", ColumnType::Utf8, false, "the instance's id"),
     col("level", ColumnType::Utf8, true, "difficulty level; null when the task has none"),
-    col("attempt", ColumnType::UInt32, false, "the failed attempt the reflection follows; with `task_index`, the GRPO group"),
-    col("reflection", ColumnType::UInt32, false, "0-based reflection number within the group"),
-    col("input_ids", ColumnType::ListUInt32, false, "the reflection's `prompt_ids` followed by its `token_ids`, exactly as generated (never re-tokenized), EOS included when one ended it"),
-    col("span_start", ColumnType::UInt32, false, "first position of the reflection span in `input_ids` (= length of the reflection's prompt)"),
+    col("attempt", ColumnType::UInt32, false, "the failed attempt the reflection follows, with `task_index` the GRPO group (span `attempt`: the attempt itself, the group is `task_index`)"),
+    col("reflection", ColumnType::UInt32, false, "0-based reflection number within the group (span `attempt`: 0)"),
+    col("input_ids", ColumnType::ListUInt32, false, "the span's `prompt_ids` followed by its `token_ids`, exactly as generated (never re-tokenized), EOS included when one ended it"),
+    col("span_start", ColumnType::UInt32, false, "first position of the span in `input_ids` (= length of its prompt)"),
     col("span_end", ColumnType::UInt32, false, "end (exclusive) of the span (= length of `input_ids`); only `input_ids[span_start..span_end]` carries a loss"),
     col("sampler_logprobs", ColumnType::ListFloat32, false, "the sampler's log-prob of each span token (temperature-scaled, before top-k/top-p); length `span_end - span_start`"),
-    col("reward", ColumnType::Float32, false, "1.0 if the retry that followed the reflection passed, else 0.0"),
+    col("reward", ColumnType::Float32, false, "1.0 if the retry that followed the reflection passed (span `attempt`: the attempt passed), else 0.0"),
     col("advantage", ColumnType::Float32, false, "group-relative advantage: (reward - group mean) / (std + 1e-4), std per `scale` (see the file's label settings); 0 in a kept zero-variance group"),
-    col("retry_reason", ColumnType::Utf8, false, "the verifier's reason for the retry"),
-    col("finish_reason", ColumnType::Utf8, false, "why the reflection stopped: `eos`, `stop` or `length` (cut at the token limit)"),
+    col("retry_reason", ColumnType::Utf8, false, "the verifier's reason for the retry (span `attempt`: for the attempt)"),
+    col("finish_reason", ColumnType::Utf8, false, "why the span stopped: `eos`, `stop` or `length` (cut at the token limit)"),
     col("model_hash", ColumnType::Utf8, false, "SHA-256 of the model files that generated the reflection"),
 ];
+
+/// Which generation of the rollouts carries the loss, and what its group is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Span {
+    /// The reflections after a failed attempt, rewarded by their retry; group = the failed
+    /// attempt. The paper's method.
+    #[default]
+    Reflection,
+    /// The attempts themselves, rewarded by their own verdict; group = the task. Plain GRPO on
+    /// first tries: the control that tells the effect of rewarding reflections apart from the
+    /// effect of any RL on the task.
+    Attempt,
+}
+
+impl Span {
+    /// The lowercase name: `reflection` or `attempt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Span::Reflection => "reflection",
+            Span::Attempt => "attempt",
+        }
+    }
+}
 
 /// How advantages are scaled (TRL's `scale_rewards`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -63,7 +87,11 @@ pub struct LabelMeta {
     pub model_files_hash: String,
     /// Task name.
     pub task: String,
-    /// Sampling temperature of the reflections (log-probs are taken at it).
+    /// Which generations are the examples (files written before the setting existed hold
+    /// reflections).
+    #[serde(default)]
+    pub span: Span,
+    /// Sampling temperature of the spans (log-probs are taken at it).
     pub temperature: f32,
     /// Nucleus threshold the sampler used.
     pub top_p: f32,
