@@ -160,3 +160,42 @@ fn bad_settings_inputs_and_a_failing_parity_check_leave_nothing() {
     assert!(e.contains("export parity failed"), "{e}");
     assert!(!run.exists(), "a failed init leaves no run directory");
 }
+
+/// The learning experiment's committed recipes stay runnable as the settings evolve: each loads
+/// through `init` (every setting known and valid, the control's attempt span with its attempts),
+/// names inputs that exist, and plans its rounds.
+#[test]
+fn the_learning_recipes_are_valid_run_settings() {
+    for (name, span) in [("recipe", "reflection"), ("recipe-control", "attempt")] {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/learning/{name}.toml"));
+        let c = init::settings(&InitArgs {
+            run_dir: PathBuf::from("unused"),
+            task: None,
+            train_input: None,
+            eval_input: None,
+            model: None,
+            gguf: None,
+            config: Some(path),
+            sets: vec![],
+            threads: 1,
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(c.label.span, span, "{name}");
+        assert!(c.rounds > 0, "{name}: the experiment plans its rounds");
+        assert!(c.task.train_input.is_file() && c.task.eval_input.is_file());
+        assert!(Path::new(&c.task.prompts)
+            .join("countdown/reflect.txt")
+            .is_file());
+        // 64 tasks a round over the planned rounds fit the committed training file.
+        let lines = std::fs::read_to_string(&c.task.train_input).expect("train input");
+        assert!(
+            lines.lines().count() as u64 >= c.rounds * c.round.tasks,
+            "{name}"
+        );
+        assert!(
+            c.eval.limit >= 500,
+            "{name}: at least 500 held-out instances"
+        );
+    }
+}

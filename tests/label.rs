@@ -147,6 +147,14 @@ fn attempt_span_examples_are_the_stored_attempts_grouped_by_task() {
         assert_eq!(e.reward, if a.pass { 1.0 } else { 0.0 });
         groups.entry(e.task_index).or_default().push(e.advantage);
     }
+    // For the independent check (`label_check.py --span attempt`), keep the run where asked.
+    if let Some(keep) = std::env::var_os("FLYWHEEL_KEEP_LABEL_RUN") {
+        let keep = Path::new(&keep).join("attempt");
+        std::fs::create_dir_all(&keep).expect("keep dir");
+        for f in ["rollouts.parquet", "train.parquet"] {
+            std::fs::copy(run.join(f), keep.join(f)).expect("keep");
+        }
+    }
     // A group is a task: its advantages sum to zero and it holds all four attempts.
     for (t, adv) in &groups {
         assert_eq!(adv.len(), 4, "task {t}");

@@ -3,7 +3,7 @@ rollouts.parquet alone (Python polars, written from the issue's definition, not 
 code) and compares them with train.parquet.
 
     python3 tests/scripts/label_check.py RUN_DIR [RUN_DIR ...] --train TRAIN_PARQUET
-        [--scale group|batch|none] [--keep-zero-std] [--drop-truncated]
+        [--span reflection|attempt] [--scale group|batch|none] [--keep-zero-std] [--drop-truncated]
         [--min-tokens N] [--max-tokens N]
 
 Needs `pip install polars`. Exits 1 with the first difference, 0 when every row agrees.
@@ -19,15 +19,23 @@ import polars as pl
 EPS = 1e-4
 
 
-def expected(runs, scale, keep_zero_std, drop_truncated, min_tokens, max_tokens):
+def expected(runs, span, scale, keep_zero_std, drop_truncated, min_tokens, max_tokens):
     files = [os.path.join(r, "rollouts.parquet") if os.path.isdir(r) else r for r in runs]
     df = pl.concat([pl.read_parquet(f) for f in files])
     key = ["task_index", "attempt", "reflection"]
-    refl = df.filter(pl.col("kind") == "reflection")
-    retry = df.filter(pl.col("kind") == "retry").select(
-        key + [pl.col("pass").alias("retry_pass"), pl.col("reason").alias("retry_reason")]
-    )
-    ex = refl.join(retry, on=key, how="inner")
+    if span == "attempt":
+        # Plain GRPO: every attempt is rewarded by its own verdict; the group is the task.
+        ex = df.filter(pl.col("kind") == "attempt").with_columns(
+            pl.lit(0, dtype=pl.UInt32).alias("reflection"),
+            pl.col("pass").alias("retry_pass"),
+            pl.col("reason").alias("retry_reason"),
+        )
+    else:
+        refl = df.filter(pl.col("kind") == "reflection")
+        retry = df.filter(pl.col("kind") == "retry").select(
+            key + [pl.col("pass").alias("retry_pass"), pl.col("reason").alias("retry_reason")]
+        )
+        ex = refl.join(retry, on=key, how="inner")
     ex = ex.with_columns(pl.col("token_ids").list.len().alias("span_len"))
     if drop_truncated:
         ex = ex.filter(pl.col("finish_reason") != "length")
@@ -37,7 +45,8 @@ def expected(runs, scale, keep_zero_std, drop_truncated, min_tokens, max_tokens)
     rows = ex.sort(key).to_dicts()
     groups = {}
     for r in rows:
-        groups.setdefault((r["task_index"], r["attempt"]), []).append(r)
+        group = (r["task_index"],) if span == "attempt" else (r["task_index"], r["attempt"])
+        groups.setdefault(group, []).append(r)
     kept = []
     for members in groups.values():
         rewards = [1.0 if m["retry_pass"] else 0.0 for m in members]
@@ -70,13 +79,14 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("runs", nargs="+")
     p.add_argument("--train", required=True)
+    p.add_argument("--span", default="reflection", choices=["reflection", "attempt"])
     p.add_argument("--scale", default="group", choices=["group", "batch", "none"])
     p.add_argument("--keep-zero-std", action="store_true")
     p.add_argument("--drop-truncated", action="store_true")
     p.add_argument("--min-tokens", type=int, default=1)
     p.add_argument("--max-tokens", type=int, default=None)
     a = p.parse_args()
-    want = expected(a.runs, a.scale, a.keep_zero_std, a.drop_truncated, a.min_tokens, a.max_tokens)
+    want = expected(a.runs, a.span, a.scale, a.keep_zero_std, a.drop_truncated, a.min_tokens, a.max_tokens)
     got = pl.read_parquet(a.train).to_dicts()
     if len(got) != len(want):
         print(f"rows: train.parquet has {len(got)}, expected {len(want)}")
@@ -105,7 +115,8 @@ def main():
         if diff > 1e-5 * max(1.0, abs(w["advantage"])):
             print(f"{k}: advantage {g['advantage']} != {w['advantage']}")
             return 1
-    groups = len({(w["task_index"], w["attempt"]) for w in want})
+    per = (lambda w: w["task_index"]) if a.span == "attempt" else (lambda w: (w["task_index"], w["attempt"]))
+    groups = len({per(w) for w in want})
     print(f"label_check: {len(want)} rows in {groups} groups agree (max |Δadvantage| {worst:.2e})")
     return 0
 

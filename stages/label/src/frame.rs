@@ -301,7 +301,7 @@ fn attempt_spans(rollouts: DataFrame, counts: &mut Counts) -> PolarsResult<DataF
             col("task_id"),
             col("level"),
             col("attempt"),
-            lit(0u32).alias("reflection"),
+            lit(0u32).cast(DataType::UInt32).alias("reflection"),
             col("prompt_ids"),
             col("token_ids"),
             col("logprobs"),

@@ -8,8 +8,8 @@ use arrow::array::{Array, Float32Array, ListArray, StringArray};
 use flywheel_label::{label_runs, LabelConfig, LabelError};
 use flywheel_store::{
     export_rollouts, read_train, AttemptRecord, FinishReason, Generation, LabelMeta,
-    ReflectionRecord, RetryRecord, RunMeta, Scale, Span, Store, TaskRecord, TrainExample, WriteBatch,
-    ROLLOUTS_FILE,
+    ReflectionRecord, RetryRecord, RunMeta, Scale, Span, Store, TaskRecord, TrainExample,
+    WriteBatch, ROLLOUTS_FILE,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -509,7 +509,11 @@ fn attempt_group(b: &mut WriteBatch, t: u64, passes: &[bool]) {
         b.attempts.push(AttemptRecord {
             task_index: t,
             attempt: a32,
-            generation: generation(vec![1, 2, t as u32], vec![50 + a32, 51, 2], FinishReason::Eos),
+            generation: generation(
+                vec![1, 2, t as u32],
+                vec![50 + a32, 51, 2],
+                FinishReason::Eos,
+            ),
             pass,
             reason: if pass { "ok" } else { "wrong_value" }.into(),
         });
@@ -554,7 +558,10 @@ fn attempt_span_makes_plain_grpo_examples_grouped_by_task() {
         .iter()
         .map(|r| (r.task_index, r.attempt, r.reflection))
         .collect();
-    assert_eq!(got, vec![(0, 0, 0), (0, 1, 0), (0, 2, 0), (2, 0, 0), (2, 1, 0)]);
+    assert_eq!(
+        got,
+        vec![(0, 0, 0), (0, 1, 0), (0, 2, 0), (2, 0, 0), (2, 1, 0)]
+    );
     // Task 0: rewards 1,0,0: mean 1/3, unbiased std sqrt(1/3). Task 2: 1,0: std sqrt(1/2).
     let s0 = (1.0f64 / 3.0).sqrt() + 1e-4;
     let s2 = 0.5f64.sqrt() + 1e-4;
@@ -584,7 +591,10 @@ fn attempt_span_makes_plain_grpo_examples_grouped_by_task() {
     assert_eq!((c.groups_seen, c.groups_mixed), (4, 2));
     assert_eq!((c.zero_std_groups, c.dropped_zero_std), (2, 3 + 1));
     assert_eq!((c.kept, c.groups_kept), (5, 2));
-    assert!(report.to_string().contains("9 attempts in 4 groups"), "{report}");
+    assert!(
+        report.to_string().contains("9 attempts in 4 groups"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ fn meta(model: &Path) -> LabelMeta {
         model_hash: flywheel_store::model_hash(model).unwrap(),
         model_files_hash: flywheel_store::model_files_hash(model).unwrap(),
         task: "tiny".into(),
+        span: flywheel_store::Span::Reflection,
         temperature: 0.8,
         top_p: 1.0,
         top_k: 0,
