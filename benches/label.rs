@@ -47,6 +47,7 @@ fn make_run(dir: &Path) -> u64 {
         task_hash: "2".repeat(64),
         attempts: 1,
         reflections: G,
+        reflection_temperature: None,
         temperature: 0.7,
         top_p: 1.0,
         top_k: 0,

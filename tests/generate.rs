@@ -637,3 +637,74 @@ fn run_identity_survives_other_directories_and_spellings_but_not_edited_prompts(
     );
     assert!(stderr.contains("hint: "), "{stderr}");
 }
+
+/// `--reflection-temperature` samples the reflections alone at their own temperature: greedy
+/// reflections are identical within each group while the attempts (same seeds) are those of a
+/// run without it and the retries still vary; the setting is part of the run's identity only when
+/// it differs from `--temperature`, and labelling records it as the span's temperature.
+#[test]
+fn reflection_temperature_applies_to_the_reflections_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    run(&args(&plain)).expect("plain run");
+    let greedy = dir.path().join("greedy");
+    run(&GenerateArgs {
+        reflection_temperature: Some(0.0),
+        ..args(&greedy)
+    })
+    .expect("greedy reflections");
+    let (p, g) = (dump(&plain), dump(&greedy));
+    let tokens = |d: &Dump| -> Vec<Vec<u32>> {
+        d.attempts.iter().map(|a| a.generation.token_ids.clone()).collect()
+    };
+    assert_eq!(tokens(&p), tokens(&g), "attempts keep --temperature");
+    assert!(!g.reflections.is_empty());
+    let mut groups: std::collections::HashMap<(u64, u32), Vec<&Vec<u32>>> = Default::default();
+    for r in &g.reflections {
+        groups
+            .entry((r.task_index, r.attempt))
+            .or_default()
+            .push(&r.generation.token_ids);
+    }
+    assert!(groups.values().all(|v| v.iter().all(|t| *t == v[0])));
+    let sampled = p.reflections.iter().filter(|r| r.reflection == 1);
+    assert!(
+        sampled
+            .zip(p.reflections.iter().filter(|r| r.reflection == 0))
+            .any(|(a, b)| a.generation.token_ids != b.generation.token_ids),
+        "at temperature 1 the reflections of a group differ"
+    );
+    let retry_texts: std::collections::HashSet<_> =
+        g.retries.iter().map(|r| &r.generation.token_ids).collect();
+    assert!(
+        retry_texts.len() > groups.len(),
+        "retries keep --temperature"
+    );
+    let meta = Store::open_existing(&greedy).unwrap().meta().unwrap();
+    assert_eq!(meta.reflection_temperature, Some(0.0));
+    // The same value as --temperature is no separate setting: the plain run resumes under it.
+    let same = run(&GenerateArgs {
+        reflection_temperature: Some(1.0),
+        ..args(&plain)
+    })
+    .expect("resume with the same temperature spelled twice");
+    assert_eq!(same.session.tasks_skipped_complete, 30);
+    // A different one is: the greedy run refuses to resume under another, naming the field.
+    let e = run(&GenerateArgs {
+        reflection_temperature: Some(0.5),
+        ..args(&greedy)
+    })
+    .expect_err("another reflection temperature");
+    assert!(e.to_string().contains("reflection_temperature"), "{e}");
+    let half = dir.path().join("half");
+    run(&GenerateArgs {
+        reflection_temperature: Some(0.5),
+        ..args(&half)
+    })
+    .expect("reflections at 0.5");
+    let labelled = flywheel::commands::label::run(&common::label_args(&half)).expect("label");
+    assert_eq!(
+        labelled.meta.temperature, 0.5,
+        "the reflections' log-probs are at 0.5"
+    );
+}

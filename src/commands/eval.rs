@@ -319,6 +319,7 @@ pub fn evaluate(spec: &EvalSpec) -> Result<EvalReport, EvalCommandError> {
         reflections: 1,
         batch_size: spec.batch_size,
         temperature,
+        reflection_temperature: None,
         top_p: 1.0,
         top_k: 0,
         max_new_tokens: spec.max_new_tokens,

@@ -74,6 +74,10 @@ pub struct GenerateArgs {
     /// Sampling temperature (0: greedy).
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f32,
+    /// Sampling temperature of the reflections only (default: --temperature); attempts and
+    /// retries keep --temperature.
+    #[arg(long, value_name = "T")]
+    pub reflection_temperature: Option<f32>,
     /// Nucleus sampling threshold (1: off).
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
@@ -150,6 +154,15 @@ fn check_settings(args: &GenerateArgs) -> Result<(), GenerateError> {
             "a finite number >= 0 (0: greedy)",
         );
     }
+    if let Some(t) = args.reflection_temperature {
+        if !(t.is_finite() && t >= 0.0) {
+            return bad(
+                "reflection-temperature",
+                t.to_string(),
+                "a finite number >= 0 (0: greedy)",
+            );
+        }
+    }
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         return bad("top-p", args.top_p.to_string(), "in (0, 1] (1: off)");
     }
@@ -192,6 +205,13 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The reflections' own temperature, where it differs from the others' (the same value given
+/// twice is no separate setting, so the run's identity does not change).
+fn reflection_temperature(args: &GenerateArgs) -> Option<f32> {
+    args.reflection_temperature
+        .filter(|&t| t != args.temperature)
+}
+
 pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
     let start = Instant::now();
     check_settings(args)?;
@@ -221,6 +241,7 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
         attempts: args.attempts,
         reflections: args.reflections,
         temperature: args.temperature,
+        reflection_temperature: reflection_temperature(args),
         top_p: args.top_p,
         top_k: args.top_k as u32,
         max_new_tokens: args.max_new_tokens as u32,
@@ -272,6 +293,7 @@ pub fn run(args: &GenerateArgs) -> Result<GenerateReport, GenerateError> {
             stop: Vec::new(),
             ignore_eos: false,
         },
+        reflection_temperature: reflection_temperature(args),
         seed: args.seed,
     };
     let mut pipeline = Pipeline::new(

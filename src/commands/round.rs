@@ -394,6 +394,8 @@ fn generate_stage(
         reflections: g.reflections,
         batch_size: g.batch_size as usize,
         temperature: g.temperature as f32,
+        reflection_temperature: (g.reflection_temperature > 0.0)
+            .then_some(g.reflection_temperature as f32),
         top_p: g.top_p as f32,
         top_k: g.top_k as usize,
         max_new_tokens: g.max_new_tokens as usize,

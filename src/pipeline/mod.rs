@@ -110,6 +110,8 @@ pub struct PipelineConfig {
     pub attempts: u32,
     pub reflections: u32,
     pub params: SamplingParams,
+    /// Temperature of the reflections (`None`: `params.temperature`).
+    pub reflection_temperature: Option<f32>,
     pub seed: u64,
 }
 
@@ -546,7 +548,13 @@ impl Driver for Pipeline<'_> {
         Some(Request {
             key,
             prompt,
-            params: self.config.params.clone(),
+            params: match (slot.stage, self.config.reflection_temperature) {
+                (Kind::Reflection, Some(temperature)) => SamplingParams {
+                    temperature,
+                    ..self.config.params.clone()
+                },
+                _ => self.config.params.clone(),
+            },
             seed: request_seed(self.config.seed, &slot),
             // Reflections extend their attempt's conversation and retries their reflection's;
             // without reflections nothing extends an attempt.

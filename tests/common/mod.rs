@@ -37,6 +37,7 @@ pub fn tiny_generate_args(out: &Path) -> GenerateArgs {
         reflections: 4,
         batch_size: 8,
         temperature: 1.0,
+        reflection_temperature: None,
         top_p: 1.0,
         top_k: 0,
         max_new_tokens: 24,

@@ -235,7 +235,11 @@ pub fn label_runs(
         model_files_hash: first.model_files_hash.clone(),
         task: first.task.clone(),
         span: config.span,
-        temperature: first.temperature,
+        // The span's log-probs were taken at its own temperature.
+        temperature: match config.span {
+            Span::Reflection => first.reflection_temperature.unwrap_or(first.temperature),
+            Span::Attempt => first.temperature,
+        },
         top_p: first.top_p,
         top_k: first.top_k,
         max_new_tokens: first.max_new_tokens,

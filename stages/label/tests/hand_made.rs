@@ -22,6 +22,7 @@ fn meta(shard: u32, shards: u32) -> RunMeta {
         attempts: 2,
         reflections: 4,
         temperature: 0.7,
+        reflection_temperature: None,
         top_p: 0.95,
         top_k: 50,
         max_new_tokens: 3,

@@ -108,6 +108,10 @@ pub struct RunMeta {
     pub reflections: u32,
     /// Sampling temperature.
     pub temperature: f32,
+    /// Sampling temperature of the reflections, where it differs from `temperature` (absent
+    /// from the settings of a run without one, so older runs resume unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reflection_temperature: Option<f32>,
     /// Nucleus sampling threshold.
     pub top_p: f32,
     /// Top-k sampling cut-off (0: none).

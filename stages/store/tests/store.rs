@@ -26,6 +26,7 @@ fn meta() -> RunMeta {
         task_hash: "ef56".into(),
         attempts: 2,
         reflections: 2,
+        reflection_temperature: None,
         temperature: 0.7,
         top_p: 0.95,
         top_k: 0,
