@@ -655,7 +655,10 @@ fn reflection_temperature_applies_to_the_reflections_only() {
     .expect("greedy reflections");
     let (p, g) = (dump(&plain), dump(&greedy));
     let tokens = |d: &Dump| -> Vec<Vec<u32>> {
-        d.attempts.iter().map(|a| a.generation.token_ids.clone()).collect()
+        d.attempts
+            .iter()
+            .map(|a| a.generation.token_ids.clone())
+            .collect()
     };
     assert_eq!(tokens(&p), tokens(&g), "attempts keep --temperature");
     assert!(!g.reflections.is_empty());

@@ -537,6 +537,17 @@ fn attempt_group(b: &mut WriteBatch, t: u64, passes: &[bool]) {
     }
 }
 
+/// Labels `batch`, written as a run in `dir`, with the attempt span.
+fn label_attempts(dir: &Path, batch: &WriteBatch) -> (flywheel_label::LabelReport, PathBuf) {
+    let run = write_run(dir, &meta(0, 1), batch);
+    let out = dir.join("train.parquet");
+    let config = LabelConfig {
+        span: Span::Attempt,
+        ..Default::default()
+    };
+    (label_runs(&[run], &out, &config).expect("label"), out)
+}
+
 #[test]
 fn attempt_span_makes_plain_grpo_examples_grouped_by_task() {
     let dir = tempfile::tempdir().unwrap();
@@ -546,13 +557,7 @@ fn attempt_span_makes_plain_grpo_examples_grouped_by_task() {
     attempt_group(&mut b, 1, &[f, f, f]); // zero variance
     attempt_group(&mut b, 2, &[t, f]); // mixed, G = 2
     attempt_group(&mut b, 3, &[t]); // a group of one
-    let run = write_run(dir.path(), &meta(0, 1), &b);
-    let out = dir.path().join("train.parquet");
-    let config = LabelConfig {
-        span: Span::Attempt,
-        ..Default::default()
-    };
-    let report = label_runs(&[run], &out, &config).expect("label");
+    let (report, out) = label_attempts(dir.path(), &b);
     let (rows, meta) = read(&out);
     assert_eq!(meta.span, Span::Attempt);
     let got: Vec<(u64, u32, u32)> = rows
@@ -604,13 +609,7 @@ fn attempt_span_with_one_attempt_per_task_is_empty_and_says_why() {
     let mut b = WriteBatch::default();
     attempt_group(&mut b, 0, &[false]);
     attempt_group(&mut b, 1, &[true]);
-    let run = write_run(dir.path(), &meta(0, 1), &b);
-    let out = dir.path().join("train.parquet");
-    let config = LabelConfig {
-        span: Span::Attempt,
-        ..Default::default()
-    };
-    let report = label_runs(&[run], &out, &config).expect("label");
+    let (report, out) = label_attempts(dir.path(), &b);
     assert_eq!(report.counts.kept, 0);
     let why = report.empty_reason.expect("a reason");
     assert!(why.contains("--attempts 2"), "{why}");
