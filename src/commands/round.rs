@@ -566,10 +566,7 @@ fn one_round(run: &Path, c: &RunConfig, quiet: bool) -> Result<Step, RoundError>
         labelled.counts.groups_mixed,
         labelled.counts.groups_seen,
         labelled.meta.span.as_str(),
-        match labelled.meta.span {
-            flywheel_store::Span::Reflection => "retries",
-            flywheel_store::Span::Attempt => "attempts",
-        },
+        labelled.meta.span.rewarded(),
         labelled.counts.retries_passed,
         labelled.counts.retries
     ));

@@ -301,6 +301,7 @@ fn attempt_spans(rollouts: DataFrame, counts: &mut Counts) -> PolarsResult<DataF
             col("task_id"),
             col("level"),
             col("attempt"),
+            // A bare literal is typed loosely by polars; the column must be UInt32 as declared.
             lit(0u32).cast(DataType::UInt32).alias("reflection"),
             col("prompt_ids"),
             col("token_ids"),

@@ -155,16 +155,15 @@ pub struct LabelReport {
 impl std::fmt::Display for LabelReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = &self.counts;
-        let (spans, rewarded) = match self.meta.span {
-            Span::Reflection => ("reflections", "retries"),
-            Span::Attempt => ("attempts", "attempts"),
-        };
+        let span = self.meta.span;
         writeln!(
             f,
-            "label: {} {spans} in {} groups ({} with mixed outcomes); {rewarded} passed {:.1}%",
+            "label: {} {}s in {} groups ({} with mixed outcomes); {} passed {:.1}%",
             c.reflections,
+            span.as_str(),
             c.groups_seen,
             c.groups_mixed,
+            span.rewarded(),
             100.0 * self.retry_pass_rate
         )?;
         writeln!(
@@ -311,7 +310,7 @@ fn summary(
 fn empty_reason(c: &Counts, span: Span) -> String {
     if span == Span::Attempt && c.reflections == 0 {
         "the rollouts hold no attempt".into()
-    } else if span == Span::Attempt && c.groups_scored == c.reflections {
+    } else if span == Span::Attempt && c.groups_seen == c.reflections {
         "every task has a single attempt, so no group has a spread: the attempt span needs \
          --attempts 2 or more"
             .into()

@@ -615,3 +615,25 @@ fn attempt_span_with_one_attempt_per_task_is_empty_and_says_why() {
     assert!(why.contains("--attempts 2"), "{why}");
     assert!(read(&out).0.is_empty());
 }
+
+#[test]
+fn attempt_span_with_one_attempt_per_task_says_so_even_when_a_filter_drops_some() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = WriteBatch::default();
+    attempt_group(&mut b, 0, &[true]);
+    attempt_group(&mut b, 1, &[false]);
+    // Task 1's attempt is too long for --max-tokens 3 and is dropped before scoring.
+    b.attempts[1].generation =
+        generation(vec![1, 2, 1], vec![50, 51, 52, 53, 2], FinishReason::Eos);
+    let run = write_run(dir.path(), &meta(0, 1), &b);
+    let out = dir.path().join("train.parquet");
+    let config = LabelConfig {
+        span: Span::Attempt,
+        max_tokens: Some(3),
+        ..Default::default()
+    };
+    let report = label_runs(&[run], &out, &config).expect("label");
+    assert_eq!((report.counts.dropped_too_long, report.counts.kept), (1, 0));
+    let why = report.empty_reason.expect("a reason");
+    assert!(why.contains("--attempts 2"), "{why}");
+}

@@ -52,6 +52,14 @@ impl Span {
             Span::Attempt => "attempt",
         }
     }
+
+    /// The generations whose verdict is the reward, plural: `retries` or `attempts`.
+    pub fn rewarded(self) -> &'static str {
+        match self {
+            Span::Reflection => "retries",
+            Span::Attempt => "attempts",
+        }
+    }
 }
 
 /// How advantages are scaled (TRL's `scale_rewards`).
