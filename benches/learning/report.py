@@ -3,8 +3,9 @@
 For every round: held-out first-try and second-try accuracy with their 95% Wilson intervals and
 the paired change from round 0 with its 95% paired-bootstrap interval (all from RUN_DIR/eval.parquet,
 level `all` unless --level), and, from the round's own files, the training signal: groups with both
-outcomes among the groups labelled, examples and optimizer steps, the mean reflection length (in
-tokens, all reflections generated that round) and the wall time of each stage (round.json).
+outcomes among the groups labelled, examples and optimizer steps, the mean length of the trained
+span (in tokens: all reflections generated that round, or all attempts for the control) and the
+wall time of each stage (round.json).
 Usage: python benches/learning/report.py [--level L] RUN_DIR
 (needs python polars in the environment: `.venv/bin/python -m pip install polars`)
 """
@@ -32,7 +33,7 @@ def change(row: dict, key: str) -> str:
 
 
 def signal(round_dir: str) -> tuple[str, str]:
-    """Mixed groups / groups and mean reflection tokens of the round's rollouts (every shard)."""
+    """Mixed groups / groups and mean trained-span tokens of the round's rollouts (every shard)."""
     files = glob.glob(f"{round_dir}/generate/rollouts.parquet") + glob.glob(
         f"{round_dir}/generate/shard-*/rollouts.parquet"
     )
@@ -47,7 +48,8 @@ def signal(round_dir: str) -> tuple[str, str]:
     groups = rewarded.group_by(keys).agg(pl.col("pass").sum().alias("p"), pl.len().alias("n"))
     mixed = groups.filter((pl.col("p") > 0) & (pl.col("p") < pl.col("n"))).height
     share = f"{mixed}/{groups.height} ({100 * mixed / groups.height:.1f}%)" if groups.height else "0/0"
-    length = f"{refl['new_tokens'].mean():.1f}" if refl.height else "–"
+    span = refl if refl.height else df.filter(pl.col("kind") == "attempt")  # the control trains attempts
+    length = f"{span['new_tokens'].mean():.1f}" if span.height else "–"
     return share, length
 
 
@@ -63,7 +65,7 @@ def main() -> None:
     print(
         "| round | first try % [95% CI] | second try % [95% CI] | first try change vs round 0 "
         "(pts) [95% CI] | second try change (pts) [95% CI] | mixed groups | examples | steps "
-        "| reflection tokens (mean) | wall s: generate / label / train / export / eval |"
+        "| trained span tokens (mean) | wall s: generate / label / train / export / eval |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in ev.iter_rows(named=True):
