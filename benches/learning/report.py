@@ -32,14 +32,19 @@ def change(row: dict, key: str) -> str:
     return f"{100 * row[c]:+.1f} [{100 * row[c + '_low']:+.1f}, {100 * row[c + '_high']:+.1f}] p={row[key + '_p']:.3f}"
 
 
-def signal(round_dir: str) -> tuple[str, str]:
-    """Mixed groups / groups and mean trained-span tokens of the round's rollouts (every shard)."""
+def round_rollouts(round_dir: str) -> pl.DataFrame | None:
+    """The rollouts a round generated (every shard), or None before its generate finished."""
     files = glob.glob(f"{round_dir}/generate/rollouts.parquet") + glob.glob(
         f"{round_dir}/generate/shard-*/rollouts.parquet"
     )
-    if not files:
+    return pl.concat([pl.read_parquet(f) for f in files]) if files else None
+
+
+def signal(round_dir: str) -> tuple[str, str]:
+    """Mixed groups / groups and mean trained-span tokens of the round's rollouts (every shard)."""
+    df = round_rollouts(round_dir)
+    if df is None:
         return "–", "–"
-    df = pl.concat([pl.read_parquet(f) for f in files])
     refl = df.filter(pl.col("kind") == "reflection")
     rewarded = df.filter(pl.col("kind") == "retry")
     keys = ["task_index", "attempt"]

@@ -16,6 +16,8 @@ import sys
 
 import polars as pl
 
+from report import round_rollouts
+
 
 def share(df: pl.DataFrame, cond: pl.Expr) -> str:
     if df.height == 0:
@@ -26,10 +28,9 @@ def share(df: pl.DataFrame, cond: pl.Expr) -> str:
 
 def rows(run: str):
     for d in sorted(glob.glob(f"{run}/rounds/*/")):
-        files = glob.glob(f"{d}generate/rollouts.parquet") + glob.glob(f"{d}generate/shard-*/rollouts.parquet")
-        if not files:
+        df = round_rollouts(d.rstrip("/"))
+        if df is None:
             continue
-        df = pl.concat([pl.read_parquet(f) for f in files])
         att = df.filter(pl.col("kind") == "attempt")
         first = att.filter(pl.col("attempt") == 0)
         retries = df.filter(pl.col("kind") == "retry")
