@@ -4,9 +4,11 @@
 # with seed 1 + 1, label the reflections), then one `train` per setting from the base model, and the
 # validation probe (lines 1953-2000 of the Countdown train split: 2 attempts and 8 reflections per
 # failed attempt, T = 0.7, seed 1) with the trained model, read by signal.py. Settings are
-# `NAME=TRAIN FLAGS` words; `train`'s defaults are the recipe's settings except the learning rate,
-# so every setting names its --lr. Resumable: finished steps are kept.
-# Usage: bash benches/learning/lever.sh BASE_MODEL_DIR NAME="--lr 1e-5" [NAME="--lr 1e-4 --epochs 4" ...]
+# `NAME=TRAIN FLAGS` words, optionally `NAME=TRAIN FLAGS | LABEL FLAGS` to label the same rollouts
+# differently for that setting; `train`'s defaults are the recipe's settings except the learning
+# rate, so every setting names its --lr. Resumable: finished steps are kept.
+# Usage: bash benches/learning/lever.sh BASE_MODEL_DIR NAME="--lr 1e-5" [NAME="--lr 1e-5 --epochs 4" ...]
+#        [NAME="--lr 1e-5 | --max-tokens 64" ...]
 #   BASE_MODEL_DIR: the model `init` imports (RUN/rounds/0000/model of any recipe run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,8 +31,17 @@ for setting in "$@"; do
   name=${setting%%=*}
   flags=${setting#*=}
   d="$OUT/$name"
+  data="$OUT/train.parquet"
+  if [[ $flags == *"|"* ]]; then
+    label_flags=${flags#*|}
+    flags=${flags%%|*}
+    data="$d/train.parquet"
+    mkdir -p "$d"
+    # shellcheck disable=SC2086 # the flags are words on purpose
+    [ -f "$data" ] || "$FLYWHEEL" label --run "$OUT/round1" --out "$data" $label_flags
+  fi
   # shellcheck disable=SC2086 # the flags are words on purpose
-  [ -f "$d/train/model/model.safetensors" ] || "$FLYWHEEL" train --data "$OUT/train.parquet" \
+  [ -f "$d/train/model/model.safetensors" ] || "$FLYWHEEL" train --data "$data" \
     --model "$BASE" --out "$d/train" $flags
   [ -f "$d/train/model/onnx/model.onnx" ] || "$FLYWHEEL" export --model "$d/train/model" --fused
   [ -f "$d/val/rollouts.parquet" ] || gen "$d/train/model/onnx" "$OUT/val48.jsonl" "$d/val" 2 1
