@@ -166,7 +166,11 @@ fn bad_settings_inputs_and_a_failing_parity_check_leave_nothing() {
 /// names inputs that exist, and plans its rounds.
 #[test]
 fn the_learning_recipes_are_valid_run_settings() {
-    for (name, span) in [("recipe", "reflection"), ("recipe-control", "attempt")] {
+    for (name, span) in [
+        ("recipe", "reflection"),
+        ("recipe-control", "attempt"),
+        ("recipe-mu2", "reflection"),
+    ] {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/learning/{name}.toml"));
         let c = init::settings(&InitArgs {
